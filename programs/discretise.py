@@ -1,0 +1,38 @@
+"""Turn a soft trace (the controller's instructions) into a discrete `Program`."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from diffvm.interp import Instruction, Machine, get_op
+from diffvm.interp.machine import Source
+from diffvm.programs.program import Program, Step
+
+__all__ = ["discretise"]
+
+
+def discretise(machine: Machine, trace: Sequence[Instruction], *, example: int = 0) -> Program:
+    """The most probable program of a soft trace, for one example of the batch.
+
+    Each step takes the argmax op and, for each of that op's operand slots, the argmax source. A
+    step reference is made canonical: it names the step that last wrote the type it is read as
+    (or s0), which is what the keep-previous semantics reads anyway.
+    """
+    opset = machine.opset
+    writers = {t: 0 for t in machine.types}  # type -> last step that wrote it
+    history = [dict(writers)]
+    steps = []
+    for t_now, instruction in enumerate(trace, start=1):
+        k = int(instruction.op[example].argmax())
+        op = opset.ops[k]
+        args = []
+        for slot in opset.op_slots[k]:
+            t, _ = opset.slots[slot]
+            src = machine.sources(t, t_now)[int(instruction.operands[slot][example].argmax())]
+            if src.kind == "step":
+                src = Source("step", history[src.key][t])
+            args.append(src)
+        steps.append(Step(op.name, tuple(args)))
+        writers = {**writers, get_op(op.name).output: t_now}
+        history.append(writers)
+    return Program(machine.inputs, machine.output, tuple(steps), machine.constants)
