@@ -1,0 +1,289 @@
+"""Program induction from input/output examples alone, with swappable induction strategies.
+
+Gradient descent through the soft machine alone settles in soft optima that do not discretise
+(TerpreT; here `(a+b)*c` → `c·mix(a, b)`), so how the controller's distributions are trained is
+an option (`InductionConfig.strategy` and the knobs below it):
+
+- "soft": the machine runs the softmax expectation of the instructions; loss = Huber(output,
+  target). Knobs: temperature annealing, an entropy term, gradient noise (Neelakantan et al.
+  2016: N(0, η/(1+t)^0.55)), straight-through Gumbel-softmax, a curriculum over program depth.
+- "reinforce": score-function training (Williams 1992, as Zaremba & Sutskever trained the
+  RL-NTM): programs are sampled from the controller, run by the hard interpreter on a few fresh
+  inputs, rewarded 1 when every answer is exact, and the log-probability of each is pushed by
+  (reward − moving-average baseline), plus an entropy bonus.
+
+Restarts run several seeds one after another and keep the first whose discretised program is
+exact on training inputs (else the best on them): selection never sees held-out data.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from diffvm.controllers.program_controller import ProgramController, StepLogits
+from diffvm.interp import Instruction, Machine, OpSet, Scalar
+from diffvm.programs import Program, discretise, run
+from diffvm.tasks import ArithmeticTask
+
+__all__ = ["InductionConfig", "InductionResult", "induce", "arithmetic_machine", "evaluate_program"]
+
+# Gradient clipping (global norm), as is usual for RNN controllers.
+CLIP_NORM = 10.0
+# Exponent of the Neural Programmer's gradient-noise decay, variance η/(1+t)^GRADIENT_NOISE_DECAY.
+GRADIENT_NOISE_DECAY = 0.55
+# Training inputs the discretised program must answer exactly for a restart to count as solved.
+SOLVED_CHECK_INPUTS = 64
+
+
+@dataclass
+class InductionConfig:
+    """How a controller is trained to write a program (module docstring)."""
+
+    strategy: str = "reinforce"  # "reinforce" (sampled programs, hard interpreter) or "soft"
+    program_steps: int = 2  # T, instructions per program
+    updates: int = 1500  # optimiser updates per restart (at most: solved restarts stop early)
+    batch: int = 64  # soft: inputs per update; reinforce: programs sampled per update
+    lr: float = 3e-3  # Adam learning rate
+    hidden: int = 64  # controller width
+    cell: str = "lstm"  # "lstm" or "gru"
+    temperature: float = 1.0  # softmax temperature at the first update
+    temperature_end: float = 0.0  # if > 0, annealed geometrically to this by the last update
+    entropy: float = 0.01  # weight of the entropy bonus on the instruction distributions
+    gradient_noise: float = 0.0  # η of the gradient noise; 0 turns it off
+    gumbel: bool = False  # soft: straight-through Gumbel-softmax samples instead of expectations
+    depth_curriculum: bool = False  # soft: 1 step first, one more each 1/T of the first half
+    reward_inputs: int = 4  # reinforce: fresh inputs each sampled program is tested on
+    baseline_decay: float = 0.9  # reinforce: moving-average baseline of the reward
+    restarts: int = 4  # seeds tried in turn; the first exact on training data is kept
+    check_every: int = 25  # updates between checks of the discretised program on training data
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming the field whose value is out of range."""
+        checks = {
+            "strategy": self.strategy in ("reinforce", "soft"),
+            "program_steps": self.program_steps >= 1,
+            "updates": self.updates >= 1,
+            "batch": self.batch >= 1,
+            "lr": self.lr > 0,
+            "hidden": self.hidden >= 1,
+            "temperature": self.temperature > 0,
+            "temperature_end": self.temperature_end >= 0,
+            "entropy": self.entropy >= 0,
+            "gradient_noise": self.gradient_noise >= 0,
+            "reward_inputs": self.reward_inputs >= 1,
+            "baseline_decay": 0 <= self.baseline_decay < 1,
+            "restarts": self.restarts >= 1,
+            "check_every": self.check_every >= 1,
+            "cell": self.cell in ("lstm", "gru"),
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"InductionConfig.{name} = {getattr(self, name)!r} is out of range")
+        if self.strategy == "reinforce" and (self.gumbel or self.depth_curriculum):
+            raise ValueError("InductionConfig.gumbel and .depth_curriculum apply to strategy='soft' only")
+
+
+@dataclass
+class InductionResult:
+    """What `induce` found for one function."""
+
+    function: str
+    program: Program
+    solved: bool  # exact on the training check inputs
+    restart: int  # the restart kept
+    updates: int  # updates of that restart
+    total_updates: int  # over all restarts tried
+    seconds: float
+    controller: ProgramController
+    machine: Machine
+
+
+def arithmetic_machine(opset: OpSet | None = None) -> Machine:
+    """The machine of the arithmetic family: Scalar inputs a, b, c; a Scalar result."""
+    opset = opset or OpSet(["arith::add", "arith::sub", "arith::mul"])
+    return Machine(opset, {n: Scalar for n in ArithmeticTask.input_names}, Scalar)
+
+
+def evaluate_program(program: Program, task: ArithmeticTask, inputs: dict, target: np.ndarray) -> float:
+    """Fraction of examples the hard interpreter answers exactly."""
+    names = list(inputs)
+    answers = [run(program, {n: float(inputs[n][i]) for n in names}) for i in range(len(target))]
+    return float(task.exact_match(np.array(answers), target).mean())
+
+
+def _temperature(cfg: InductionConfig, update: int) -> float:
+    if cfg.temperature_end <= 0:
+        return cfg.temperature
+    frac = update / max(1, cfg.updates - 1)
+    return cfg.temperature * (cfg.temperature_end / cfg.temperature) ** frac
+
+
+def _entropy(logits: list[StepLogits], tau: float) -> torch.Tensor:
+    """(B,) summed entropy of every op and slot distribution."""
+    total = 0
+    for step in logits:
+        for lg in (step.op, *step.operands):
+            logp = F.log_softmax(lg / tau, dim=-1)
+            total = total - (logp.exp() * logp).sum(-1)
+    return total
+
+
+def _greedy(logits: StepLogits) -> Instruction:
+    one_hot = lambda lg: F.one_hot(lg.argmax(-1), lg.shape[-1]).to(lg.dtype)  # noqa: E731
+    return Instruction(one_hot(logits.op), tuple(one_hot(x) for x in logits.operands))
+
+
+def greedy_program(controller: ProgramController) -> Program:
+    """The controller's most probable program."""
+    with torch.no_grad():
+        _, trace = controller(lambda t, lg: _greedy(lg))
+    return discretise(controller.machine, trace)
+
+
+def _torch_inputs(inputs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {n: torch.as_tensor(v, dtype=torch.float32) for n, v in inputs.items()}
+
+
+def _soft_update(controller, machine, task, cfg, rng, gen, update) -> dict:
+    tau = _temperature(cfg, update)
+    steps = cfg.program_steps
+    if cfg.depth_curriculum:  # one more step each (first half)/T updates
+        steps = min(cfg.program_steps, 1 + int(update / (cfg.updates / 2 / cfg.program_steps)))
+
+    def decide(t: int, lg: StepLogits) -> Instruction:
+        if cfg.gumbel:  # straight-through: one-hot forward, Gumbel-softmax gradient
+            pick = lambda x: F.gumbel_softmax(x, tau=tau, hard=True)  # noqa: E731
+        else:
+            pick = lambda x: torch.softmax(x / tau, dim=-1)  # noqa: E731
+        return Instruction(pick(lg.op), tuple(pick(x) for x in lg.operands))
+
+    with torch.random.fork_rng():  # gumbel_softmax draws from the global generator: seed it
+        torch.manual_seed(int(torch.randint(2**31, (1,), generator=gen)))
+        logits, trace = controller(decide, steps=steps)
+    inputs, target = task.sample(rng, cfg.batch)
+    batch_trace = [Instruction(i.op.expand(cfg.batch, -1), tuple(x.expand(cfg.batch, -1) for x in i.operands))
+                   for i in trace]
+    out, _ = machine.run(batch_trace, _torch_inputs(inputs))
+    loss = F.smooth_l1_loss(out, torch.as_tensor(target, dtype=out.dtype))
+    entropy = _entropy(logits, tau).mean()
+    return {"loss": loss - cfg.entropy * entropy, "fit": loss.item(), "temperature": tau}
+
+
+class _Reinforce:
+    """Score-function updates over sampled programs; keeps the reward baseline between updates."""
+
+    def __init__(self):
+        self.baseline = 0.0
+
+    def update(self, controller, machine, task, cfg, rng, gen, update) -> dict:
+        tau = _temperature(cfg, update)
+        chosen: list[list[torch.Tensor]] = []
+
+        def decide(t: int, lg: StepLogits) -> Instruction:
+            picks = [torch.multinomial(torch.softmax(x / tau, -1), 1, generator=gen).squeeze(1)
+                     for x in (lg.op, *lg.operands)]
+            chosen.append(picks)
+            hot = [F.one_hot(p, x.shape[-1]).to(x.dtype) for p, x in zip(picks, (lg.op, *lg.operands))]
+            return Instruction(hot[0], tuple(hot[1:]))
+
+        logits, trace = controller(decide, batch=cfg.batch)
+        # log π(program): the op, and the operands of the slots that op reads
+        logp = torch.zeros(cfg.batch)
+        for lg, picks in zip(logits, chosen):
+            logp = logp + F.log_softmax(lg.op / tau, -1).gather(1, picks[0][:, None]).squeeze(1)
+            for s, (x, p) in enumerate(zip(lg.operands, picks[1:])):
+                used = torch.tensor([s in machine.opset.op_slots[k] for k in picks[0].tolist()])
+                lp = F.log_softmax(x / tau, -1).gather(1, p[:, None]).squeeze(1)
+                logp = logp + torch.where(used, lp, torch.zeros_like(lp))
+        inputs, target = task.sample(rng, cfg.reward_inputs)
+        rewards, cache = [], {}
+        for i in range(cfg.batch):
+            program = discretise(machine, trace, example=i)
+            key = program.steps
+            if key not in cache:
+                cache[key] = evaluate_program(program, task, inputs, target) == 1.0
+            rewards.append(float(cache[key]))
+        reward = torch.tensor(rewards)
+        advantage = reward - self.baseline
+        self.baseline = cfg.baseline_decay * self.baseline + (1 - cfg.baseline_decay) * reward.mean().item()
+        entropy = _entropy(logits, tau).mean()
+        loss = -(advantage * logp).mean() - cfg.entropy * entropy
+        return {"loss": loss, "reward": reward.mean().item(), "temperature": tau}
+
+
+def _add_gradient_noise(params, cfg: InductionConfig, update: int, gen: torch.Generator) -> None:
+    std = math.sqrt(cfg.gradient_noise / (1 + update) ** GRADIENT_NOISE_DECAY)
+    for p in params:
+        if p.grad is not None:
+            p.grad.add_(torch.randn(p.grad.shape, generator=gen) * std)
+
+
+def induce(
+    task: ArithmeticTask,
+    cfg: InductionConfig,
+    *,
+    machine: Machine | None = None,
+    log: Callable[[dict], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> InductionResult:
+    """Train controllers (one per restart) until a discretised program is exact on training data.
+
+    Args:
+        task: the function to learn.
+        cfg: the strategy and its knobs.
+        machine: defaults to `arithmetic_machine()`.
+        log: called with a metrics record (a JSON-able dict) at every check.
+        progress: called with the number of updates just done.
+    """
+    cfg.validate()
+    machine = machine or arithmetic_machine()
+    start = time.perf_counter()
+    best = None  # (train accuracy, restart, updates, program, controller)
+    total = 0
+    seeds = np.random.SeedSequence(cfg.seed).spawn(cfg.restarts)
+    check_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(cfg.restarts + 1)[-1])
+    check_inputs, check_target = task.sample(check_rng, SOLVED_CHECK_INPUTS)
+    for restart, seq in enumerate(seeds):
+        rng = np.random.default_rng(seq)
+        gen = torch.Generator().manual_seed(int(seq.generate_state(1)[0]))
+        with torch.random.fork_rng():  # parameter initialisation from this restart's seed only
+            torch.manual_seed(int(seq.generate_state(2)[1]))
+            controller = ProgramController(machine, cfg.program_steps, hidden=cfg.hidden, cell=cfg.cell)
+        optimiser = torch.optim.Adam(controller.parameters(), lr=cfg.lr)
+        step_fn = _Reinforce().update if cfg.strategy == "reinforce" else _soft_update
+        accuracy, program, done = 0.0, None, 0
+        for update in range(cfg.updates):
+            metrics = step_fn(controller, machine, task, cfg, rng, gen, update)
+            optimiser.zero_grad()
+            metrics.pop("loss").backward()
+            if cfg.gradient_noise > 0:
+                _add_gradient_noise(controller.parameters(), cfg, update, gen)
+            torch.nn.utils.clip_grad_norm_(controller.parameters(), CLIP_NORM)
+            optimiser.step()
+            done = update + 1
+            if progress:
+                progress(1)
+            if done % cfg.check_every == 0 or done == cfg.updates:
+                program = greedy_program(controller)
+                accuracy = evaluate_program(program, task, check_inputs, check_target)
+                if log:
+                    log({"function": task.name, "restart": restart, "update": done,
+                         "train_accuracy": accuracy, **metrics, "program": "; ".join(map(str, program.steps))})
+                if accuracy == 1.0:
+                    break
+        total += done
+        if best is None or accuracy > best[0]:
+            best = (accuracy, restart, done, program, controller)
+        if accuracy == 1.0:
+            break
+    accuracy, restart, done, program, controller = best
+    return InductionResult(task.name, program, accuracy == 1.0, restart, done, total,
+                           time.perf_counter() - start, controller, machine)
