@@ -12,9 +12,9 @@ import json
 import re
 import sys
 import time
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

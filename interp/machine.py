@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import keyword
 import re
-from typing import Any, Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import torch
 

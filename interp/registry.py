@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -25,7 +26,7 @@ from diffvm.interp.types import ValueType
 __all__ = ["Op", "OpSet", "OpDefinitionError", "primitive", "get_op", "registered_ops"]
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*::[a-z_][a-z0-9_]*$")
-_REGISTRY: dict[str, "Op"] = {}
+_REGISTRY: dict[str, Op] = {}
 
 
 class OpDefinitionError(TypeError):

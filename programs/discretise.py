@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from diffvm.interp import Instruction, Machine, get_op
 from diffvm.interp.machine import Source

@@ -7,7 +7,8 @@ values. This is what makes "soft step = hard step on one-hot instructions" a rea
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from diffvm.interp import OpSet, get_op
 from diffvm.programs.program import Program, ProgramError

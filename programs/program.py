@@ -18,8 +18,9 @@ last step. JSON form:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from diffvm.interp import OpSet, ValueType, get_op, parse_type
 from diffvm.interp.machine import STEP_SOURCE, Source

@@ -7,8 +7,8 @@ than any seen in training) for the held-out test of generalisation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
