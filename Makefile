@@ -11,11 +11,11 @@ demo:
 
 test:
 	bash scripts/setup.sh dev
-	$(BIN)/ruff check .
+	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest
 
 lint:
-	$(BIN)/ruff check .
+	$(BIN)/python -m ruff check .
 
 setup:
 	bash scripts/setup.sh dev
