@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from diffvm.interp import Instruction, Machine, get_op
+from diffvm.interp import Instruction, Machine
 from diffvm.interp.machine import Source
 from diffvm.programs.program import Program, Step
 
@@ -33,6 +33,6 @@ def discretise(machine: Machine, trace: Sequence[Instruction], *, example: int =
                 src = Source("step", history[src.key][t])
             args.append(src)
         steps.append(Step(op.name, tuple(args)))
-        writers = {**writers, get_op(op.name).output: t_now}
+        writers = {**writers, op.output: t_now}
         history.append(writers)
     return Program(machine.inputs, machine.output, tuple(steps), machine.constants)
