@@ -21,7 +21,6 @@ import torch
 from tqdm import tqdm
 
 from diffvm.controllers.induce import InductionConfig, InductionResult, evaluate_program, induce
-from diffvm.interp import Instruction
 from diffvm.tasks import FAMILY, ArithmeticTask
 
 __all__ = ["main", "add_config_arguments", "config_from_args", "run_demo"]
@@ -63,11 +62,9 @@ def config_from_args(cls, args: argparse.Namespace):
 
 def _soft_accuracy(result: InductionResult, task: ArithmeticTask, inputs, target) -> float:
     """Accuracy of the soft machine run on the controller's distributions (rounded answers)."""
-    soft = lambda t, lg: Instruction(torch.softmax(lg.op, -1), tuple(torch.softmax(x, -1) for x in lg.operands))  # noqa: E731
     with torch.no_grad():
-        _, trace = result.controller(soft)
-        n = len(target)
-        batch = [Instruction(i.op.expand(n, -1), tuple(x.expand(n, -1) for x in i.operands)) for i in trace]
+        _, trace = result.controller(lambda t, lg: lg.softmax())
+        batch = [i.expand(len(target)) for i in trace]
         out, _ = result.machine.run(batch, {k: torch.as_tensor(v) for k, v in inputs.items()})
     return float(task.rounded_match(out.numpy(), target).mean())
 

@@ -159,19 +159,16 @@ def _soft_update(controller, machine, task, cfg, rng, gen, update) -> dict:
         steps = min(cfg.program_steps, 1 + int(update / (cfg.updates / 2 / cfg.program_steps)))
 
     def decide(t: int, lg: StepLogits) -> Instruction:
-        if cfg.gumbel:  # straight-through: one-hot forward, Gumbel-softmax gradient
-            pick = lambda x: F.gumbel_softmax(x, tau=tau, hard=True)  # noqa: E731
-        else:
-            pick = lambda x: torch.softmax(x / tau, dim=-1)  # noqa: E731
+        if not cfg.gumbel:
+            return lg.softmax(tau)
+        pick = lambda x: F.gumbel_softmax(x, tau=tau, hard=True)  # noqa: E731  (straight-through)
         return Instruction(pick(lg.op), tuple(pick(x) for x in lg.operands))
 
     with torch.random.fork_rng():  # gumbel_softmax draws from the global generator: seed it
         torch.manual_seed(int(torch.randint(2**31, (1,), generator=gen)))
         logits, trace = controller(decide, steps=steps)
     inputs, target = task.sample(rng, cfg.batch)
-    batch_trace = [Instruction(i.op.expand(cfg.batch, -1), tuple(x.expand(cfg.batch, -1) for x in i.operands))
-                   for i in trace]
-    out, _ = machine.run(batch_trace, _torch_inputs(inputs))
+    out, _ = machine.run([i.expand(cfg.batch) for i in trace], _torch_inputs(inputs))
     loss = F.smooth_l1_loss(out, torch.as_tensor(target, dtype=out.dtype))
     entropy = _entropy(logits, tau).mean()
     return {"loss": loss - cfg.entropy * entropy, "fit": loss.item(), "temperature": tau}

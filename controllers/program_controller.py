@@ -24,6 +24,11 @@ class StepLogits(NamedTuple):
     op: torch.Tensor
     operands: tuple[torch.Tensor, ...]
 
+    def softmax(self, temperature: float = 1.0) -> Instruction:
+        """The soft instruction: a softmax at `temperature` over every distribution."""
+        pick = lambda x: torch.softmax(x / temperature, dim=-1)  # noqa: E731
+        return Instruction(pick(self.op), tuple(pick(x) for x in self.operands))
+
 
 class ProgramController(nn.Module):
     """An LSTM or GRU cell run for T program steps; heads give each step's `StepLogits`.

@@ -57,6 +57,10 @@ class Instruction(NamedTuple):
     op: torch.Tensor
     operands: tuple[torch.Tensor, ...]
 
+    def expand(self, batch: int) -> Instruction:
+        """The instruction of a batch of one, shared by `batch` examples (a view, no copy)."""
+        return Instruction(self.op.expand(batch, -1), tuple(x.expand(batch, -1) for x in self.operands))
+
 
 class MachineState(NamedTuple):
     """The machine between steps.
