@@ -136,9 +136,14 @@ def _entropy(logits: list[StepLogits], tau: float) -> torch.Tensor:
     return total
 
 
+def _one_hot_instruction(logits: StepLogits, picks: list[torch.Tensor]) -> Instruction:
+    """The instruction choosing `picks` (B,) indices: the op's first, then one per operand slot."""
+    hot = [F.one_hot(p, x.shape[-1]).to(x.dtype) for p, x in zip(picks, (logits.op, *logits.operands))]
+    return Instruction(hot[0], tuple(hot[1:]))
+
+
 def _greedy(logits: StepLogits) -> Instruction:
-    one_hot = lambda lg: F.one_hot(lg.argmax(-1), lg.shape[-1]).to(lg.dtype)  # noqa: E731
-    return Instruction(one_hot(logits.op), tuple(one_hot(x) for x in logits.operands))
+    return _one_hot_instruction(logits, [x.argmax(-1) for x in (logits.op, *logits.operands)])
 
 
 def greedy_program(controller: ProgramController) -> Program:
@@ -188,18 +193,20 @@ class _Reinforce:
             picks = [torch.multinomial(torch.softmax(x / tau, -1), 1, generator=gen).squeeze(1)
                      for x in (lg.op, *lg.operands)]
             chosen.append(picks)
-            hot = [F.one_hot(p, x.shape[-1]).to(x.dtype) for p, x in zip(picks, (lg.op, *lg.operands))]
-            return Instruction(hot[0], tuple(hot[1:]))
+            return _one_hot_instruction(lg, picks)
 
         logits, trace = controller(decide, batch=cfg.batch)
         # log π(program): the op, and the operands of the slots that op reads
+        opset = machine.opset
+        reads = torch.tensor([[s in opset.op_slots[k] for s in range(len(opset.slots))]
+                              for k in range(len(opset))])  # (K, slots): op k reads slot s
         logp = torch.zeros(cfg.batch)
         for lg, picks in zip(logits, chosen):
             logp = logp + F.log_softmax(lg.op / tau, -1).gather(1, picks[0][:, None]).squeeze(1)
+            used = reads[picks[0]]  # (B, slots)
             for s, (x, p) in enumerate(zip(lg.operands, picks[1:])):
-                used = torch.tensor([s in machine.opset.op_slots[k] for k in picks[0].tolist()])
                 lp = F.log_softmax(x / tau, -1).gather(1, p[:, None]).squeeze(1)
-                logp = logp + torch.where(used, lp, torch.zeros_like(lp))
+                logp = logp + torch.where(used[:, s], lp, torch.zeros_like(lp))
         inputs, target = task.sample(rng, cfg.reward_inputs)
         rewards, cache = [], {}
         for i in range(cfg.batch):
