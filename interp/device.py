@@ -18,6 +18,16 @@ Hard semantics: `harden(interface)` rounds every control to its discrete form (o
 models (a list, an array, integer registers), which the tests check against independent plain
 implementations.
 
+Machine ops: a device may also expose ops to the soft machine (`ops()`), e.g. a stack's
+`push(Vector[W])` and `pop() -> Vector[W]`. The machine names them `<device>::<op>`, puts them in
+its OpSet beside the pure ops, and each step calls `machine_step(weights, args, state)` with the
+probability π_t[k] of each of the device's ops and their soft operands; the device turns them into
+its own continuous update (a push of strength π[push], …) and returns each op's result, which the
+machine merges into its registers like any op's. The hard interpreter runs the same ops through
+`plain_initial()` and `plain_apply(op, state, *args)`: an implementation of its own over plain
+Python values (a list for a stack), so that "one-hot instructions make the soft machine equal the
+hard interpreter" compares two implementations, not one with itself.
+
 `check_device` is the public checker run over every device: shapes, batch independence, float64
 gradients of reads with respect to the raw interface, and finite values at extreme inputs.
 """
@@ -26,14 +36,16 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "Device", "DeviceCheckError", "InterfaceField", "check_device"]
+from diffvm.interp.types import ValueType
+
+__all__ = ["ACTIVATIONS", "Device", "DeviceCheckError", "DeviceOp", "InterfaceField", "check_device"]
 
 
 def _oneplus(x: torch.Tensor) -> torch.Tensor:
@@ -62,6 +74,29 @@ class InterfaceField(NamedTuple):
     activation: str
 
 
+class DeviceOp(NamedTuple):
+    """An op a device exposes to the machine.
+
+    Attributes:
+        name: `op` as the device declares it; `<device>::<op>` once a machine has named the device.
+        inputs: the argument types.
+        output: the result type (an op that only acts, like a write, returns what it wrote).
+        device: the device's name in the machine ("" as declared by the device).
+    """
+
+    name: str
+    inputs: tuple[ValueType, ...]
+    output: ValueType
+    device: str = ""
+
+    @property
+    def arity(self) -> int:
+        return len(self.inputs)
+
+    def __repr__(self) -> str:
+        return f"<device op {self.name}({', '.join(map(str, self.inputs))}) -> {self.output}>"
+
+
 class Device(nn.Module):
     """Base class of devices. Subclasses define `Interface` and `State` (NamedTuple classes),
     `interface_fields`, `read_size`, `initial_state`, `forward` and `harden`."""
@@ -88,6 +123,34 @@ class Device(nn.Module):
     def harden(self, interface: Any) -> Any:
         """The interface with every control rounded to its discrete form."""
         raise NotImplementedError
+
+    # --- machine ops (optional) -------------------------------------------------------------
+    def ops(self) -> tuple[DeviceOp, ...]:
+        """The ops this device exposes to the machine (none by default)."""
+        return ()
+
+    def machine_step(
+        self, weights: torch.Tensor, args: Sequence[tuple[torch.Tensor, ...]], state: Any
+    ) -> tuple[list[torch.Tensor], Any]:
+        """The soft meaning of one machine step for this device.
+
+        Args:
+            weights: (B, K_d) π_t of each of the device's ops, in the order of `ops()`; the rest of
+                the step's probability went to ops elsewhere, which leave the device alone.
+            args: per op, its soft arguments, each (B, *shape).
+            state: the device state before the step.
+        Returns:
+            per op, its result (B, *output shape), and the new state.
+        """
+        raise NotImplementedError(f"{type(self).__name__} exposes no machine ops")
+
+    def plain_initial(self) -> Any:
+        """The hard interpreter's initial state of the device, as plain Python values."""
+        raise NotImplementedError(f"{type(self).__name__} exposes no machine ops")
+
+    def plain_apply(self, op: str, state: Any, *args: Any) -> tuple[Any, Any]:
+        """The hard meaning of op `op` (as named in `ops()`) on plain values: (result, new state)."""
+        raise NotImplementedError(f"{type(self).__name__} exposes no machine ops")
 
     # --- shared -----------------------------------------------------------------------------
     @property

@@ -15,6 +15,11 @@ Neural Programmer "pipe": later steps read earlier results). The step
 
 With one-hot instructions and hard-valued inputs this is exactly the hard interpreter's step
 (`diffvm.programs.run`), up to each type's hardening of smooth surrogates.
+
+Devices (`diffvm.interp.device.Device`: stacks, memories, registers) plug in by name: the machine
+adds each device's ops to its OpSet as `<device>::<op>`, keeps the device states in its state,
+and in step 2 lets each device run its own ops with their probabilities (`Device.machine_step`);
+their results are merged in step 3 like any op's.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from diffvm.interp.device import Device, DeviceOp
 from diffvm.interp.registry import OpSet
 from diffvm.interp.types import ValueType
 
@@ -68,10 +74,12 @@ class MachineState(NamedTuple):
     Attributes:
         step: how many steps have run.
         tapes: per type τ, (B, S, *shape) every source of τ so far (inputs, constants, s0…s_t).
+        devices: per device name, its state.
     """
 
     step: int
     tapes: dict[ValueType, torch.Tensor]
+    devices: Mapping[str, Any] = {}  # never mutated: each step builds a new dict
 
     def register(self, t: ValueType) -> torch.Tensor:
         """The register of type τ now: (B, *shape)."""
@@ -82,10 +90,12 @@ class Machine:
     """The soft machine for one program signature.
 
     Args:
-        opset: the instruction set.
+        opset: the instruction set of pure ops.
         inputs: name -> type of each program input, in order.
         output: the type of the program's result (the register of that type after the last step).
         constants: name -> (type, plain value) of constants operands may read.
+        devices: name -> device; its ops join the instruction set as `<name>::<op>`, after the
+            pure ops (`self.opset` is the full instruction set a controller is built for).
     """
 
     def __init__(
@@ -94,10 +104,24 @@ class Machine:
         inputs: Mapping[str, ValueType],
         output: ValueType,
         constants: Mapping[str, tuple[ValueType, Any]] | None = None,
+        devices: Mapping[str, Device] | None = None,
     ):
         if not isinstance(opset, OpSet):
             raise TypeError(f"Machine needs an OpSet, got {type(opset).__name__}")
-        self.opset = opset
+        self.devices = dict(devices or {})
+        device_ops = []
+        for name, device in self.devices.items():
+            if not isinstance(name, str) or not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+                raise ValueError(f"device name {name!r}: expected lower-case letters, digits and _")
+            if not isinstance(device, Device):
+                raise TypeError(f"device {name!r}: expected a Device, got {type(device).__name__}")
+            device_ops += [op._replace(name=f"{name}::{op.name}", device=name) for op in device.ops()]
+        self.opset = OpSet([*opset.ops, *device_ops]) if device_ops else opset
+        # indices into self.opset of each device's ops, in the order of its ops()
+        self._device_ops = {
+            name: [k for k, o in enumerate(self.opset) if isinstance(o, DeviceOp) and o.device == name]
+            for name in self.devices
+        }
         self.inputs = dict(inputs)
         self.constants = dict(constants or {})
         self.output = output
@@ -116,14 +140,14 @@ class Machine:
             if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], ValueType)):
                 raise TypeError(f"constant {name!r}: expected (type, value), got {spec!r}")
             spec[0].from_plain(spec[1])  # raises if the value does not fit the type
-        if output not in opset.output_types:
-            raise ValueError(f"no op of {opset!r} produces the output type {output}")
+        if output not in self.opset.output_types:
+            raise ValueError(f"no op of {self.opset!r} produces the output type {output}")
         self.types: tuple[ValueType, ...] = tuple(
-            dict.fromkeys([*opset.types, *self.inputs.values(), output])
+            dict.fromkeys([*self.opset.types, *self.inputs.values(), output])
         )
         # ops writing each type: (indices into the OpSet)
         self._producers = {
-            t: [k for k, o in enumerate(opset) if o.output == t] for t in self.types
+            t: [k for k, o in enumerate(self.opset) if o.output == t] for t in self.types
         }
 
     def __repr__(self) -> str:
@@ -145,8 +169,14 @@ class Machine:
         return len(self.fixed_sources(t)) + step
 
     # --- running ----------------------------------------------------------------------------
-    def initial_state(self, inputs: Mapping[str, torch.Tensor]) -> MachineState:
-        """The state before step 1, from a batch of inputs: name -> (B, *shape)."""
+    def initial_state(
+        self, inputs: Mapping[str, torch.Tensor], devices: Mapping[str, Any] | None = None
+    ) -> MachineState:
+        """The state before step 1, from a batch of inputs: name -> (B, *shape).
+
+        Devices start from `devices[name]` where given (e.g. a memory holding the task's input),
+        else from their `initial_state`.
+        """
         missing = [n for n in self.inputs if n not in inputs]
         extra = [n for n in inputs if n not in self.inputs]
         if missing or extra:
@@ -170,7 +200,16 @@ class Machine:
             ]
             fixed.append(t.initial(batch, device=device, dtype=dtype))  # s0
             tapes[t] = torch.stack(fixed, dim=1)  # (B, S, *shape)
-        return MachineState(0, tapes)
+        unknown = set(devices or {}) - set(self.devices)
+        if unknown:
+            raise ValueError(f"initial device states for unknown devices {sorted(unknown)}; "
+                             f"the machine has {sorted(self.devices)}")
+        given = devices or {}
+        states = {
+            name: given[name] if name in given else dev.initial_state(batch, device=device, dtype=dtype)
+            for name, dev in self.devices.items()
+        }
+        return MachineState(0, tapes, states)
 
     def _constant(self, name: str, batch: int, *, device, dtype) -> torch.Tensor:
         t, value = self.constants[name]
@@ -196,9 +235,17 @@ class Machine:
                                  f"(sources {[str(s) for s in self.sources(t, t_now)]})")
             a = alpha.reshape(*alpha.shape, *[1] * len(t.shape))  # (B, S, 1, ...)
             operands.append((a * tape).sum(dim=1))  # (B, *shape)
-        results = [
-            op(*[operands[s] for s in self.opset.op_slots[k]]) for k, op in enumerate(self.opset)
+        args = [tuple(operands[s] for s in self.opset.op_slots[k]) for k in range(len(self.opset))]
+        results: list[torch.Tensor | None] = [
+            None if isinstance(op, DeviceOp) else op(*args[k]) for k, op in enumerate(self.opset)
         ]
+        devices = {}
+        for name, device in self.devices.items():
+            ks = self._device_ops[name]
+            out, devices[name] = device.machine_step(pi[:, ks], [args[k] for k in ks], state.devices[name])
+            for k, y in zip(ks, out, strict=True):
+                self.opset.ops[k].output.check(y, what=f"device op {self.opset.ops[k].name!r} result")
+                results[k] = y
         tapes = {}
         for t, tape in state.tapes.items():
             ks = self._producers[t]
@@ -206,17 +253,20 @@ class Machine:
             if ks:
                 register = t.merge(pi[:, ks], torch.stack([results[k] for k in ks]), register)
             tapes[t] = torch.cat([tape, register.unsqueeze(1)], dim=1)  # (B, S+1, *shape)
-        return MachineState(t_now, tapes)
+        return MachineState(t_now, tapes, devices)
 
     def run(
-        self, instructions: Sequence[Instruction], inputs: Mapping[str, torch.Tensor]
+        self,
+        instructions: Sequence[Instruction],
+        inputs: Mapping[str, torch.Tensor],
+        devices: Mapping[str, Any] | None = None,
     ) -> tuple[torch.Tensor, MachineState]:
         """Every step in turn; returns the output register (B, *shape) and the final state."""
-        state = self.initial_state(inputs)
+        state = self.initial_state(inputs, devices)
         for instruction in instructions:
             state = self.step(instruction, state)
         return state.register(self.output), state
 
     def harden(self, state: MachineState) -> MachineState:
-        """Every value of a state in its type's hard form."""
-        return MachineState(state.step, {t: t.harden(v) for t, v in state.tapes.items()})
+        """Every register value of a state in its type's hard form (device states as they are)."""
+        return MachineState(state.step, {t: t.harden(v) for t, v in state.tapes.items()}, state.devices)

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from diffvm.interp.device import DeviceOp
 from diffvm.interp.types import ValueType
 
 __all__ = ["Op", "OpSet", "OpDefinitionError", "primitive", "get_op", "registered_ops"]
@@ -186,13 +187,13 @@ class OpSet:
     whichever op runs, so `add(a, b)` and `mul(a, b)` read the same two Scalar slots.
     """
 
-    def __init__(self, ops: Iterable[Op | str]):
-        self.ops: tuple[Op, ...] = tuple(get_op(o) if isinstance(o, str) else o for o in ops)
+    def __init__(self, ops: Iterable[Op | DeviceOp | str]):
+        self.ops: tuple[Op | DeviceOp, ...] = tuple(get_op(o) if isinstance(o, str) else o for o in ops)
         if not self.ops:
             raise ValueError("an OpSet needs at least one op")
         for o in self.ops:
-            if not isinstance(o, Op):
-                raise TypeError(f"OpSet entries must be ops or op names, got {o!r}")
+            if not isinstance(o, (Op, DeviceOp)):
+                raise TypeError(f"OpSet entries must be ops, device ops or op names, got {o!r}")
         names = [o.name for o in self.ops]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -218,7 +219,7 @@ class OpSet:
     def __len__(self) -> int:
         return len(self.ops)
 
-    def __iter__(self) -> Iterator[Op]:
+    def __iter__(self) -> Iterator[Op | DeviceOp]:
         return iter(self.ops)
 
     def __contains__(self, name: object) -> bool:

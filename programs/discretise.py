@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from diffvm.interp import Instruction, Machine
+from diffvm.interp.device import DeviceOp
 from diffvm.interp.machine import Source
 from diffvm.programs.program import Program, Step
 
@@ -35,4 +36,6 @@ def discretise(machine: Machine, trace: Sequence[Instruction], *, example: int =
         steps.append(Step(op.name, tuple(args)))
         writers = {**writers, op.output: t_now}
         history.append(writers)
-    return Program(machine.inputs, machine.output, tuple(steps), machine.constants)
+    used = {s.op for s in steps}
+    device_ops = tuple(o for o in opset if isinstance(o, DeviceOp) and o.name in used)
+    return Program(machine.inputs, machine.output, tuple(steps), machine.constants, device_ops)

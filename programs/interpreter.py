@@ -2,7 +2,8 @@
 
 It is an implementation of its own, not the soft step fed one-hot tensors: it picks each op by
 name, reads each argument by reference, and applies the op's hard meaning (`Op.hard`) to plain
-values. This is what makes "soft step = hard step on one-hot instructions" a real test.
+values; a device op runs on the device's plain state (`Device.plain_apply`: a list for a stack).
+This is what makes "soft step = hard step on one-hot instructions" a real test.
 """
 
 from __future__ import annotations
@@ -10,19 +11,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from diffvm.interp import OpSet, get_op
+from diffvm.interp import OpSet
+from diffvm.interp.device import Device, DeviceOp
 from diffvm.programs.program import Program, ProgramError
 
 __all__ = ["run", "run_trace"]
 
 
-def run_trace(program: Program, inputs: Mapping[str, Any], *, opset: OpSet | None = None) -> list[dict]:
+def run_trace(
+    program: Program,
+    inputs: Mapping[str, Any],
+    *,
+    opset: OpSet | None = None,
+    devices: Mapping[str, Device] | None = None,
+    device_states: Mapping[str, Any] | None = None,
+) -> list[dict]:
     """Run `program` on one example; return the registers after each step (index 0: initial).
 
     Args:
         program: the program.
         inputs: name -> plain value (float for Scalar, bool for Bool, int for Pointer, …).
         opset: when given, the program may only name ops in it.
+        devices: name -> device, for the program's device ops.
+        device_states: name -> plain initial state of a device (default: its `plain_initial()`).
     Returns:
         history[k] maps each type to its plain register value after step k.
     """
@@ -38,7 +49,12 @@ def run_trace(program: Program, inputs: Mapping[str, Any], *, opset: OpSet | Non
         except (TypeError, ValueError) as e:
             raise ProgramError(f"program input {name!r} = {inputs[name]!r} is not a {t}: {e}") from None
 
-    ops = [get_op(s.op) for s in program.steps]
+    devices = dict(devices or {})
+    needed = {o.device for o in program.device_ops} - set(devices)
+    if needed:
+        raise ProgramError(f"the program uses devices {sorted(needed)}; pass them as devices=")
+    plain = {name: dev.plain_initial() for name, dev in devices.items()} | dict(device_states or {})
+    ops = [program.op(s.op) for s in program.steps]
     types = {program.output, *program.inputs.values(), *(t for op in ops for t in (*op.inputs, op.output))}
     registers = {t: t.to_plain(t.initial(1)[0]) for t in types}
     history = [registers]
@@ -51,11 +67,24 @@ def run_trace(program: Program, inputs: Mapping[str, Any], *, opset: OpSet | Non
                 args.append(program.constants[src.key][1])
             else:  # a step's register of the type read
                 args.append(history[src.key][t])
-        registers = {**registers, op.output: op.hard(*args)}
+        if isinstance(op, DeviceOp):
+            result, plain[op.device] = devices[op.device].plain_apply(
+                op.name.split("::", 1)[1], plain[op.device], *args)
+        else:
+            result = op.hard(*args)
+        registers = {**registers, op.output: result}
         history.append(registers)
     return history
 
 
-def run(program: Program, inputs: Mapping[str, Any], *, opset: OpSet | None = None) -> Any:
+def run(
+    program: Program,
+    inputs: Mapping[str, Any],
+    *,
+    opset: OpSet | None = None,
+    devices: Mapping[str, Device] | None = None,
+    device_states: Mapping[str, Any] | None = None,
+) -> Any:
     """The program's result on one example: the output type's register after the last step."""
-    return run_trace(program, inputs, opset=opset)[-1][program.output]
+    history = run_trace(program, inputs, opset=opset, devices=devices, device_states=device_states)
+    return history[-1][program.output]

@@ -13,6 +13,10 @@ last step. JSON form:
  "output": "Scalar",
  "steps": [{"op": "arith::add", "args": ["a", "b"]}, {"op": "arith::mul", "args": ["s1", "c"]}]}
 ```
+
+A program that uses a device's ops (`stack::push`, …) carries their signatures (`device_ops`; in
+JSON `"devices": {"stack::push": {"inputs": ["Vector[4]"], "output": "Vector[4]"}}`); the hard
+interpreter runs them on the devices it is given.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from diffvm.interp import OpSet, ValueType, get_op, parse_type
+from diffvm.interp import Op, OpSet, ValueType, get_op, parse_type
+from diffvm.interp.device import DeviceOp
 from diffvm.interp.machine import STEP_SOURCE, Source
 
 __all__ = ["Program", "Step", "ProgramError", "JSON_FORMAT"]
@@ -53,12 +58,21 @@ class Program:
     output: ValueType
     steps: tuple[Step, ...]
     constants: Mapping[str, tuple[ValueType, Any]] = field(default_factory=dict)
+    device_ops: tuple[DeviceOp, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", dict(self.inputs))
+        object.__setattr__(self, "device_ops", tuple(self.device_ops))
         object.__setattr__(self, "constants", dict(self.constants))
         object.__setattr__(self, "steps", tuple(self.steps))
         self.validate()
+
+    def op(self, name: str) -> Op | DeviceOp:
+        """The op a step names: one of the program's device ops, else a registered op."""
+        for o in self.device_ops:
+            if o.name == name:
+                return o
+        return get_op(name)
 
     # --- validation -------------------------------------------------------------------------
     def validate(self, opset: OpSet | None = None) -> None:
@@ -72,7 +86,7 @@ class Program:
             if opset is not None and step.op not in opset:
                 raise ProgramError(f"{where}: op {step.op!r} is not in the op set ({', '.join(opset.names)})")
             try:
-                op = get_op(step.op)
+                op = self.op(step.op)
             except KeyError as e:
                 raise ProgramError(f"{where}: {e.args[0]}") from None
             if len(step.args) != op.arity:
@@ -102,7 +116,7 @@ class Program:
     def result_step(self) -> int:
         """The step whose result the program returns (0: the output register was never written)."""
         for i in range(len(self.steps), 0, -1):
-            if get_op(self.steps[i - 1].op).output == self.output:
+            if self.op(self.steps[i - 1].op).output == self.output:
                 return i
         return 0
 
@@ -112,6 +126,8 @@ class Program:
         lines = [f"program({sig}) -> {self.output}:"]
         for name, (t, value) in self.constants.items():
             lines.append(f"    const {name}: {t} = {value!r}")
+        for o in self.device_ops:
+            lines.append(f"    device op {o.name}({', '.join(map(str, o.inputs))}) -> {o.output}")
         for i, step in enumerate(self.steps, start=1):
             lines.append(f"    s{i} = {step}")
         lines.append(f"    return s{self.result_step()}")
@@ -127,7 +143,8 @@ class Program:
             "constants": {n: {"type": str(t), "value": v} for n, (t, v) in self.constants.items()},
             "output": str(self.output),
             "steps": [{"op": s.op, "args": [str(a) for a in s.args]} for s in self.steps],
-        }
+        } | ({"devices": {o.name: {"inputs": [str(t) for t in o.inputs], "output": str(o.output)}
+                          for o in self.device_ops}} if self.device_ops else {})
 
     def to_json(self, **kwargs) -> str:
         return json.dumps(self.to_dict(), **kwargs)
@@ -150,7 +167,7 @@ class Program:
         for key, kind in (("inputs", dict), ("output", str), ("steps", list)):
             if not isinstance(data.get(key), kind):
                 raise ProgramError(f"program JSON: {key!r} must be a {kind.__name__}")
-        unknown = set(data) - {"format", "inputs", "constants", "output", "steps"}
+        unknown = set(data) - {"format", "inputs", "constants", "output", "steps", "devices"}
         if unknown:
             raise ProgramError(f"program JSON: unknown keys {sorted(unknown)}")
 
@@ -175,6 +192,18 @@ class Program:
             except (TypeError, ValueError) as e:
                 raise ProgramError(f"program JSON constants.{n}.value: {e}") from None
             constants[n] = (t, value)
+        device_ops = []
+        devices = data.get("devices", {})
+        if not isinstance(devices, dict):
+            raise ProgramError("program JSON: 'devices' must be an object")
+        for n, d in devices.items():
+            where = f"devices.{n}"
+            if not (isinstance(d, dict) and set(d) == {"inputs", "output"} and isinstance(d["inputs"], list)):
+                raise ProgramError(f"program JSON {where}: expected {{'inputs': [type, …], 'output': type}}")
+            if n.count("::") != 1:
+                raise ProgramError(f"program JSON {where}: a device op is named '<device>::<op>'")
+            inputs_ = tuple(typ(t, f"{where}.inputs[{j}]") for j, t in enumerate(d["inputs"]))
+            device_ops.append(DeviceOp(n, inputs_, typ(d["output"], f"{where}.output"), n.split("::")[0]))
         steps = []
         for i, s in enumerate(data["steps"]):
             where = f"steps[{i}]"
@@ -191,4 +220,4 @@ class Program:
                     else Source("input", a)
                 )
             steps.append(Step(s["op"], tuple(args)))
-        return cls(inputs, typ(data["output"], "output"), tuple(steps), constants)
+        return cls(inputs, typ(data["output"], "output"), tuple(steps), constants, tuple(device_ops))
