@@ -131,7 +131,8 @@ def primitive(
         hard: the discrete meaning, when the soft function is a smooth surrogate of it. It takes
             and returns batched tensors like the soft one; its result is hardened by `output`.
     Raises:
-        OpDefinitionError: bad name, duplicate name, a non-type, or an arity that does not match.
+        OpDefinitionError: bad name, duplicate name, no inputs, a non-type, or an arity that does not
+            match.
     """
     if not isinstance(name, str) or not _NAME.match(name):
         raise OpDefinitionError(f"op name {name!r} must look like 'namespace::name' (lower case)")
@@ -139,6 +140,10 @@ def primitive(
         raise OpDefinitionError(f"op {name!r} is already registered ({_REGISTRY[name]!r})")
     if isinstance(inputs, ValueType) or not isinstance(inputs, (tuple, list)):
         raise OpDefinitionError(f"op {name!r}: inputs must be a tuple of types, got {inputs!r}")
+    if not inputs:
+        # a pure op without inputs has no batch to follow: it is a constant of the machine
+        raise OpDefinitionError(f"op {name!r} takes no inputs; give the value as a machine constant "
+                                "(Machine(constants=...)) instead")
     for i, t in enumerate(inputs):
         _check_type(t, f"op {name!r} input {i}")
     _check_type(output, f"op {name!r} output")

@@ -39,6 +39,7 @@ def test_the_starter_library_is_registered():
         ("testing::strtype", ("Scalar",), lambda a: a, "input 0: expected a value type"),
         ("testing::unsized", (Vector,), lambda a: a, r"Vector needs a size, e.g. Vector\[8\]"),
         ("testing::single", Scalar, lambda a: a, "inputs must be a tuple of types"),
+        ("testing::nullary", (), lambda: torch.zeros(1), "takes no inputs; give the value as a machine constant"),
     ],
 )
 def test_malformed_op_definitions_are_refused_and_not_registered(name, inputs, fn, message):
