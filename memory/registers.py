@@ -15,10 +15,16 @@ independent arguments a, b, computed from the distributions without sampling:
     WRITE(p, a): 𝓜[i] ← (1 − p[i])·𝓜[i] + p[i]·a   (the paper's WRITE returns 0; here it returns nothing)
 
 `nram_ops(M)` registers the arithmetic and comparison modules as machine ops `nram{M}::…` over
-`Pointer[M]`, each with a hard meaning on integers. An op without inputs registers but cannot
-pass `check_op` (its result has no input to take its batch and dtype from), so the ZERO op takes
-one argument it ignores, as the paper writes every module m(a, b) and its constant modules
-ignore both; `nram_constants(M)` gives ZERO, ONE and TWO as machine constants as well.
+`Pointer[M]`, each with a hard meaning on integers. A pure op needs an input to follow the batch
+(the registry refuses ops without inputs), so the ZERO op takes one argument it ignores, as the
+paper writes every module m(a, b) and its constant modules ignore both; `nram_constants(M)` gives
+ZERO, ONE and TWO as machine constants as well.
+
+**On the machine** the device exposes READ and WRITE as ops, `read(p) -> Pointer[M]` and
+`write(p, a) -> Pointer[M]` (returning a, the value written): the machine's `Pointer[M]`
+registers take the place of the device's own, and `nram_ops(M)` supplies the other modules.
+With op probabilities π, a step reads the memory as it was and writes with gate π[write]; the
+hard interpreter's memory is a list of ints.
 
 **The device** `PointerRegisters` holds the memory and the registers. The paper's controller
 picks, every step, each module's arguments as softmaxes over the registers and the outputs of
@@ -47,7 +53,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from diffvm.interp.device import Device, InterfaceField
+from diffvm.interp.device import Device, DeviceOp, InterfaceField
 from diffvm.interp.registry import Op, primitive
 from diffvm.interp.types import Pointer
 
@@ -388,3 +394,26 @@ class PointerRegisters(Device):
             (interface.write_gate > GATE_THRESHOLD).to(interface.write_gate.dtype),
             one_hot(interface.update),
         )
+
+    # --- machine ops ----------------------------------------------------------------------
+    def ops(self) -> tuple[DeviceOp, ...]:
+        p = Pointer[self.modulus]
+        return (DeviceOp("read", (p,), p), DeviceOp("write", (p, p), p))
+
+    def machine_step(self, weights, args, state):
+        """READ(p) of the memory as it was; WRITE(p, a) with gate π[write]; registers untouched."""
+        (read_at,), (write_at, value) = args
+        read = read_memory(state.memory, read_at)  # (B, M)
+        memory = write_memory(state.memory, write_at, value, weights[:, 1])  # (B, M, M)
+        return [read, value], state._replace(memory=memory)
+
+    def plain_initial(self) -> list[int]:
+        """Every cell 0, as `initial_state` without a memory."""
+        return [0] * self.modulus
+
+    def plain_apply(self, op, memory, *args):
+        if op == "read":
+            return memory[args[0]], memory
+        address, value = args
+        return value, [*memory[:address], value, *memory[address + 1:]]
+

@@ -3,6 +3,7 @@ import sized_ops  # noqa: F401  (registers the sized-type test ops)
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from machine_equivalence import assert_soft_equals_hard, draw_one_hot_program
 
 from diffvm.interp import (
     Bool,
@@ -15,7 +16,6 @@ from diffvm.interp import (
     Vector,
     registered_ops,
 )
-from diffvm.programs import Program, Step, discretise, run_trace
 
 ARITH = OpSet(["arith::add", "arith::sub", "arith::mul"])
 
@@ -143,28 +143,5 @@ def test_one_hot_soft_steps_equal_the_hard_interpreter(data):
     machine = Machine(opset, inputs, data.draw(st.sampled_from(opset.output_types), label="output"),
                       constants={"two": (Scalar, 2.0)} if Scalar in types else {})
     plain_inputs = {n: data.draw(_PLAIN[t], label=n) for n, t in inputs.items()}
-    steps = data.draw(st.integers(1, 3), label="steps")
-
-    trace, program_steps = [], []
-    for t in range(1, steps + 1):
-        k = data.draw(st.integers(0, len(opset) - 1), label=f"op {t}")
-        picks = [data.draw(st.integers(0, machine.num_sources(ty, t) - 1)) for ty, _ in opset.slots]
-        one_hot = lambda i, n: torch.nn.functional.one_hot(torch.tensor([i]), n).double()  # noqa: E731
-        trace.append(Instruction(one_hot(k, len(opset)), tuple(
-            one_hot(p, machine.num_sources(ty, t)) for p, (ty, _) in zip(picks, opset.slots))))
-        args = tuple(machine.sources(opset.slots[s][0], t)[picks[s]] for s in opset.op_slots[k])
-        program_steps.append(Step(opset.ops[k].name, args))
-    program = Program(inputs, machine.output, program_steps, machine.constants)
-    hard = run_trace(program, plain_inputs, opset=opset)
-
-    state = machine.initial_state({n: t.from_plain(plain_inputs[n]).unsqueeze(0) for n, t in inputs.items()})
-    for t, instruction in enumerate(trace, start=1):
-        state = machine.harden(machine.step(instruction, state))  # each step from the hard state
-        for ty in hard[t]:  # the types the program touches
-            soft_value = ty.to_plain(state.register(ty)[0])
-            assert ty.plain_close(soft_value, hard[t][ty]), (
-                f"step {t} register {ty}: soft {soft_value!r} != hard {hard[t][ty]!r}\n{program.listing()}")
-
-    # discretising the one-hot trace gives a program that computes the same thing
-    canonical = discretise(machine, trace)
-    assert run_trace(canonical, plain_inputs)[-1] == hard[-1]
+    trace, program = draw_one_hot_program(data, machine, data.draw(st.integers(1, 3), label="steps"))
+    assert_soft_equals_hard(machine, trace, program, plain_inputs)

@@ -2,10 +2,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from machine_equivalence import assert_soft_equals_hard, draw_one_hot_program
 
 from diffvm.interp import Instruction, Machine, OpSet, Pointer, check_op, get_op
 from diffvm.interp.device import check_device
 from diffvm.memory.registers import UPDATE_CHOICES, PointerRegisters, nram_constants, nram_ops
+from diffvm.programs import run_trace
 
 NAMES = ("zero", "inc", "dec", "add", "sub", "lt", "le", "eq", "min", "max")
 SIZES = (5, 8)
@@ -299,3 +301,38 @@ def test_saturated_raw_interface_gives_finite_reads_and_gradients(scale):
     assert torch.isfinite(loss) and torch.isfinite(raw.grad).all()
     assert_on_simplex(states[-1].registers, 1e-9)
     assert_on_simplex(states[-1].memory, 1e-9)
+
+
+# --- on the machine: READ and WRITE as device ops beside the NRAM modules --------------------
+
+
+def test_machine_ops_are_read_and_write_through_pointers():
+    m = Machine(OpSet(nram_ops(5)), {"p": Pointer[5]}, Pointer[5], devices={"mem": PointerRegisters(5, 1)})
+    assert m.opset.names[-2:] == ("mem::read", "mem::write")
+    assert [str(t) for t in m.opset.ops[-1].inputs] == ["Pointer[5]", "Pointer[5]"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_one_hot_machine_programs_over_the_memory_equal_the_hard_interpreter(data):
+    modulus = data.draw(st.integers(2, 6), label="M")
+    ops = data.draw(st.lists(st.sampled_from(nram_ops(modulus)), min_size=1, max_size=4,
+                             unique_by=lambda o: o.name), label="modules")
+    machine = Machine(OpSet(ops), {"x": Pointer[modulus], "y": Pointer[modulus]}, Pointer[modulus],
+                      constants=nram_constants(modulus), devices={"mem": PointerRegisters(modulus, 1)})
+    plain_inputs = {n: data.draw(st.integers(0, modulus - 1), label=n) for n in "xy"}
+    memory = data.draw(st.lists(st.integers(0, modulus - 1), min_size=modulus, max_size=modulus), label="memory")
+    trace, program = draw_one_hot_program(data, machine, data.draw(st.integers(1, 6), label="steps"))
+    soft_memory = machine.devices["mem"].initial_state(1, dtype=torch.float64, memory=torch.tensor([memory]))
+    state = assert_soft_equals_hard(machine, trace, program, plain_inputs,
+                                    device_states={"mem": soft_memory}, plain_device_states={"mem": memory})
+    # the memory itself ends the same: replay the program's writes on the plain list
+    history = run_trace(program, plain_inputs, devices=machine.devices, device_states={"mem": memory})
+    value_of = {"input": lambda k: plain_inputs[k], "const": lambda k: program.constants[k][1],
+                "step": lambda k: history[k][Pointer[modulus]]}
+    plain = list(memory)
+    for step in program.steps:
+        if step.op == "mem::write":
+            address, value = (value_of[a.kind](a.key) for a in step.args)
+            plain[address] = value
+    assert state.devices["mem"].memory[0].argmax(-1).tolist() == plain
