@@ -16,6 +16,12 @@ written have strength 0 and take no part: a pop leaves them at max(0, 0 − x) =
 and a read weighs them by min(0, ·) = 0. So running the equations over all rows is running them
 over the paper's t rows. A step beyond the capacity C raises an error.
 
+On the machine each end is two ops, `push(Vector[W]) -> Vector[W]` (returning the value pushed)
+and `pop() -> Vector[W]` (returning the element at the pop end before the step, zeros when
+empty): with op probabilities π a step pushes with d = π[push] and pops with u = π[pop]. The
+deque's ops are `push_top`, `pop_top`, `push_bot`, `pop_bot`. The hard interpreter's structure
+is a tuple of the pushed vectors, bottom first.
+
 Kinks. max and min are not differentiable where their arguments tie; following the paper
 (footnote 1) we take the derivative of the left argument there: `relu` for max(0, x) (0 at
 x = 0) and `_min_left` for min(s, ·). Unwritten rows sit exactly on such ties (max(0, 0 − 0),
@@ -31,7 +37,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from diffvm.interp.device import Device, InterfaceField
+from diffvm.interp.device import Device, DeviceOp, InterfaceField
+from diffvm.interp.types import Vector
 
 __all__ = ["End", "NeuralDeque", "NeuralQueue", "NeuralStack", "pop", "read", "read_weights"]
 
@@ -180,6 +187,38 @@ class _StrengthMemory(Device):
         gates = [name for name, field in self.interface_fields().items() if field.activation == "sigmoid"]
         return interface._replace(**{name: torch.round(getattr(interface, name)) for name in gates})
 
+    # --- machine ops ----------------------------------------------------------------------
+    # (op suffix, the end a push adds to, the end a pop takes from), one entry per pair of ops
+    _machine_ends: tuple[tuple[str, End, End], ...]
+
+    def ops(self) -> tuple[DeviceOp, ...]:
+        vector = Vector[self.width]
+        return tuple(op for suffix, _, _ in self._machine_ends
+                     for op in (DeviceOp(f"push{suffix}", (vector,), vector), DeviceOp(f"pop{suffix}", (), vector)))
+
+    def machine_step(self, weights, args, state):
+        """d = π[push], u = π[pop] at each end; a pop returns the read before the step."""
+        controls, results = {}, []
+        for i, (suffix, _, pop_end) in enumerate(self._machine_ends):
+            (v,), () = args[2 * i], args[2 * i + 1]
+            controls |= {f"d{suffix}": weights[:, 2 * i], f"u{suffix}": weights[:, 2 * i + 1], f"v{suffix}": v}
+            results += [v, read(state.values, state.strengths, pop_end)]
+        _, state = self(self.Interface(**controls), state)
+        return results, state
+
+    def plain_initial(self) -> tuple:
+        return ()
+
+    def plain_apply(self, op, items, *args):
+        for suffix, push_end, pop_end in self._machine_ends:
+            if op == f"push{suffix}":
+                return args[0], ((*items, args[0]) if push_end is End.TOP else (args[0], *items))
+            if op == f"pop{suffix}":
+                if not items:
+                    return (0.0,) * self.width, items
+                return (items[-1], items[:-1]) if pop_end is End.TOP else (items[0], items[1:])
+        raise KeyError(f"{type(self).__name__} has no op {op!r}")
+
     def _check_room(self, state: _StrengthState) -> None:
         if state.steps >= self.capacity:
             raise ValueError(f"{type(self).__name__}: the state has taken {state.steps} steps, its capacity "
@@ -223,6 +262,7 @@ class NeuralStack(_SingleEnded):
     """The neural stack (Section 3.1): pops and reads at the top. Read size W."""
 
     pop_end = End.TOP
+    _machine_ends = (("", End.TOP, End.TOP),)
 
 
 class NeuralQueue(_SingleEnded):
@@ -230,6 +270,7 @@ class NeuralQueue(_SingleEnded):
     (bottom). Read size W."""
 
     pop_end = End.BOTTOM
+    _machine_ends = (("", End.TOP, End.BOTTOM),)
 
 
 class NeuralDeque(_StrengthMemory):
@@ -238,6 +279,7 @@ class NeuralDeque(_StrengthMemory):
     reads both ends. Read size 2W: [r_top, r_bot]."""
 
     rows_per_step = 2
+    _machine_ends = (("_top", End.TOP, End.TOP), ("_bot", End.BOTTOM, End.BOTTOM))
 
     class Interface(NamedTuple):
         """d_*: (B,) push strengths; u_*: (B,) pop strengths; v_*: (B, W) values, for each end."""

@@ -5,10 +5,13 @@ Python list / collections.deque, strength invariants and extreme inputs."""
 import collections
 
 import pytest
+import sized_ops  # noqa: F401  (registers testing::vec_scale)
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from machine_equivalence import assert_soft_equals_hard, draw_one_hot_program
 
+from diffvm.interp import Instruction, Machine, OpSet, Scalar, Vector
 from diffvm.interp.device import check_device
 from diffvm.memory.neural_stack import End, NeuralDeque, NeuralQueue, NeuralStack, read_weights
 
@@ -321,3 +324,46 @@ def test_stepping_past_the_capacity_raises(cls):
 def test_bad_sizes_raise_naming_the_field(cls, field, kwargs):
     with pytest.raises(ValueError, match=field):
         cls(**kwargs)
+
+
+# --- on the machine: push and pop as device ops -------------------------------------------------
+
+
+@pytest.mark.parametrize("cls, names", [
+    (NeuralStack, ("s::push", "s::pop")),
+    (NeuralQueue, ("s::push", "s::pop")),
+    (NeuralDeque, ("s::push_top", "s::pop_top", "s::push_bot", "s::pop_bot")),
+])
+def test_machine_ops_are_push_and_pop_at_each_end(cls, names):
+    m = Machine(OpSet(["testing::vec_scale"]), {"x": Vector[5], "k": Scalar}, Vector[5], devices={"s": cls(6, 5)})
+    assert m.opset.names[1:] == names
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), cls=st.sampled_from([NeuralStack, NeuralQueue, NeuralDeque]))
+def test_one_hot_machine_programs_equal_the_hard_interpreter_over_a_list(data, cls):
+    steps = data.draw(st.integers(1, 8), label="steps")
+    machine = Machine(OpSet(["testing::vec_scale"]), {"x": Vector[5], "y": Vector[5], "k": Scalar}, Vector[5],
+                      devices={"s": cls(steps, 5)})
+    vector = st.tuples(*[st.integers(-9, 9).map(float)] * 5)
+    plain_inputs = {"x": data.draw(vector, label="x"), "y": data.draw(vector, label="y"),
+                    "k": data.draw(st.integers(-3, 3).map(float), label="k")}
+    trace, program = draw_one_hot_program(data, machine, steps)
+    assert_soft_equals_hard(machine, trace, program, plain_inputs)
+
+
+def test_pop_on_the_machine_returns_the_element_before_the_pop():
+    machine = Machine(OpSet(["testing::vec_scale"]), {"x": Vector[5], "k": Scalar}, Vector[5],
+                      devices={"s": NeuralStack(3, 5)})
+    x = torch.arange(5.0).unsqueeze(0)
+    one_hot = lambda i, n: torch.nn.functional.one_hot(torch.tensor([i]), n).float()  # noqa: E731
+
+    def step(t, op):  # every operand reads its first source (x for a Vector, k for a Scalar)
+        slots = machine.opset.slots
+        return Instruction(one_hot(op, 3), tuple(one_hot(0, machine.num_sources(ty, t)) for ty, _ in slots))
+
+    push, pop = 1, 2
+    out, _ = machine.run([step(1, push), step(2, pop), step(3, pop)], {"x": x, "k": torch.ones(1)})
+    assert out.tolist() == [[0.0] * 5]  # the second pop found the stack empty
+    out, _ = machine.run([step(1, push), step(2, pop)], {"x": x, "k": torch.ones(1)})
+    assert out.tolist() == x.tolist()
