@@ -21,6 +21,12 @@ Hard semantics (`harden`, the paper's "rounding" of the controller at test time)
 actions make each stack a list of at most C values: push appends, pop on a non-empty stack
 removes the top and on an empty one does nothing, and reading below the bottom gives the empty
 value.
+
+On the machine each stack p is two ops, `push{p}(Vector[W]) -> Vector[W]` (returning the value
+pushed) and `pop{p}() -> Vector[W]` (returning the top before the step: the empty value when
+empty); the index is left out when there is one stack. With op probabilities π a step's actions
+are a = (π[push], π[pop], 1 − π[push] − π[pop]). The hard interpreter's stacks are tuples, top
+last.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from diffvm.interp.device import Device, InterfaceField
+from diffvm.interp.device import Device, DeviceOp, InterfaceField
+from diffvm.interp.types import Vector
 
 __all__ = ["ACTIONS", "EMPTY_VALUE", "StackRNNStacks"]
 
@@ -113,3 +120,35 @@ class StackRNNStacks(Device):
         """Actions one-hot at their argmax; values unchanged."""
         one_hot = F.one_hot(interface.actions.argmax(-1), len(ACTIONS)).to(interface.actions.dtype)  # (B, P, 3)
         return interface._replace(actions=one_hot)
+
+    # --- machine ops ----------------------------------------------------------------------
+    def _suffixes(self) -> list[str]:
+        return [""] if self.stacks == 1 else [str(p) for p in range(self.stacks)]
+
+    def ops(self) -> tuple[DeviceOp, ...]:
+        vector = Vector[self.width]
+        return tuple(op for p in self._suffixes()
+                     for op in (DeviceOp(f"push{p}", (vector,), vector), DeviceOp(f"pop{p}", (), vector)))
+
+    def machine_step(self, weights, args, state):
+        """Stack p's actions (π[push{p}], π[pop{p}], the rest); a pop returns the top before."""
+        push, pop = weights[:, 0::2], weights[:, 1::2]  # (B, P) each
+        actions = torch.stack([push, pop, 1 - push - pop], dim=-1)  # (B, P, 3) in ACTIONS order
+        values = torch.stack([v for (v,) in args[0::2]], dim=1)  # (B, P, W)
+        _, new_state = self(self.Interface(actions, values), state)
+        tops = state.contents[:, :, 0]  # (B, P, W)
+        return [x for p in range(self.stacks) for x in (values[:, p], tops[:, p])], new_state
+
+    def plain_initial(self) -> tuple:
+        return ((),) * self.stacks
+
+    def plain_apply(self, op, stacks, *args):
+        kind = "push" if op.startswith("push") else "pop"
+        index = int(op.removeprefix(kind) or 0)
+        items = stacks[index]
+        if kind == "push":
+            result, items = args[0], (*items, args[0])[-self.depth:]  # a full stack drops its bottom
+        else:
+            result, items = (items[-1], items[:-1]) if items else ((self.empty_value,) * self.width, items)
+        return result, (*stacks[:index], items, *stacks[index + 1:])
+

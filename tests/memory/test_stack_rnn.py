@@ -3,10 +3,13 @@ plain loop, `check_device`, hard equivalence with P Python lists, the convex-hul
 extreme inputs."""
 
 import pytest
+import sized_ops  # noqa: F401  (registers testing::vec_scale)
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from machine_equivalence import assert_soft_equals_hard, draw_one_hot_program
 
+from diffvm.interp import Machine, OpSet, Scalar, Vector
 from diffvm.interp.device import check_device
 from diffvm.memory.stack_rnn import ACTIONS, EMPTY_VALUE, StackRNNStacks
 
@@ -183,3 +186,28 @@ def test_huge_pushed_values_stay_finite_with_finite_gradients():
 def test_bad_sizes_raise_naming_the_field(field, kwargs):
     with pytest.raises(ValueError, match=field):
         StackRNNStacks(**kwargs)
+
+
+# --- on the machine: push and pop of each stack as device ops -----------------------------------
+
+
+def test_machine_ops_name_each_stack_when_there_are_several():
+    one = Machine(OpSet(["testing::vec_scale"]), {"x": Vector[5], "k": Scalar}, Vector[5],
+                  devices={"s": StackRNNStacks(stacks=1, depth=3, width=5)})
+    two = Machine(OpSet(["testing::vec_scale"]), {"x": Vector[5], "k": Scalar}, Vector[5],
+                  devices={"s": StackRNNStacks(stacks=2, depth=3, width=5)})
+    assert one.opset.names[1:] == ("s::push", "s::pop")
+    assert two.opset.names[1:] == ("s::push0", "s::pop0", "s::push1", "s::pop1")
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_one_hot_machine_programs_equal_the_hard_interpreter_over_lists(data):
+    stacks, depth = data.draw(st.integers(1, 2), label="P"), data.draw(st.integers(1, 3), label="C")
+    machine = Machine(OpSet(["testing::vec_scale"]), {"x": Vector[5], "y": Vector[5], "k": Scalar}, Vector[5],
+                      devices={"s": StackRNNStacks(stacks=stacks, depth=depth, width=5, top_k=1)})
+    vector = st.tuples(*[st.integers(-9, 9).map(float)] * 5)
+    plain_inputs = {"x": data.draw(vector, label="x"), "y": data.draw(vector, label="y"),
+                    "k": data.draw(st.integers(-3, 3).map(float), label="k")}
+    trace, program = draw_one_hot_program(data, machine, data.draw(st.integers(1, 8), label="steps"))
+    assert_soft_equals_hard(machine, trace, program, plain_inputs)

@@ -1,0 +1,209 @@
+"""The Neural Turing Machine's memory (Graves, Wayne & Danihelka 2014, §3).
+
+Notation (docs/NOTATION.md): B batch, N slots, W word width, R read heads, Hw write heads,
+S = 2·r + 1 shift offsets for a shift range r.
+
+Each head turns its controls (k, β, g, s, γ) into a weighting over the N slots by the
+addressing chain of §3.3, composed from `diffvm.memory.addressing`:
+
+    w^c = C(M, k, β)                         content (eqs. 5–6)
+    w^g = g·w^c + (1 − g)·w_{t−1}            interpolation with the head's last weighting (eq. 7)
+    w̃   = w^g ⊛ s                            circular shift over the offsets −r … +r (eq. 8)
+    w   = w̃^γ / Σ w̃^γ                        sharpening (eq. 9)
+
+One step (`NTMMemory.forward`):
+
+1. the write heads address the previous memory M_{t−1};
+2. the write (eqs. 3–4), all write heads at once: every head's erase, then every head's add,
+
+       M_t = M_{t−1} ⊙ Π_h (1 − w^w_h e_hᵀ) + Σ_h w^w_h a_hᵀ,
+
+   which is the paper's "erasures in any order, additions in any order", and lets no write head
+   erase what another adds in the same step;
+3. the read heads address the new memory M_t, so a read can find by content a word written
+   this step (the DNC's order);
+4. the reads r_h = Σ_i w^r_h(i)·M_t(i) (eq. 2), flattened to (B, R·W).
+
+The state holds no reads: a step returns them, and a controller keeps what it needs.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffvm.interp.device import Device, InterfaceField
+from diffvm.memory.addressing import content_weights, interpolate, sharpen, shift
+
+__all__ = ["CONSTANT_INIT", "INITS", "NTMMemory", "NTMInterface", "NTMState", "RANDOM_INIT_STD"]
+
+# Collier & Beel 2018: every cell at a small constant converges about twice as fast as learned or
+# random initial memory; a nonzero constant also keeps every row's cosine similarity defined.
+CONSTANT_INIT = 1e-6
+# The scale of the "random" initial memory: Collier & Beel's random scheme draws N(0, 0.5).
+RANDOM_INIT_STD = 0.5
+INITS = ("constant", "learned", "random")
+
+
+class NTMInterface(NamedTuple):
+    """What a controller emits for the NTM each step, write heads' fields first, then read heads'.
+
+    Write heads (Hw of them): `write_k` (B, Hw, W) key k; `write_beta` (B, Hw) key strength
+    β ≥ 1; `write_g` (B, Hw) interpolation gate g in [0, 1]; `write_s` (B, Hw, S) shift weighting
+    s on the simplex, s[..., r] the weight of offset 0; `write_gamma` (B, Hw) sharpening γ ≥ 1;
+    `e` (B, Hw, W) erase vector in [0, 1]; `a` (B, Hw, W) add vector.
+    Read heads (R of them): `read_k` (B, R, W), `read_beta` (B, R), `read_g` (B, R),
+    `read_s` (B, R, S), `read_gamma` (B, R), the same controls as the write heads'.
+    """
+
+    write_k: torch.Tensor
+    write_beta: torch.Tensor
+    write_g: torch.Tensor
+    write_s: torch.Tensor
+    write_gamma: torch.Tensor
+    e: torch.Tensor
+    a: torch.Tensor
+    read_k: torch.Tensor
+    read_beta: torch.Tensor
+    read_g: torch.Tensor
+    read_s: torch.Tensor
+    read_gamma: torch.Tensor
+
+
+class NTMState(NamedTuple):
+    """The NTM's state between steps.
+
+    Attributes:
+        memory: (B, N, W) M.
+        read_weights: (B, R, N) the read heads' last weightings w^r_{t−1}.
+        write_weights: (B, Hw, N) the write heads' last weightings w^w_{t−1}.
+    """
+
+    memory: torch.Tensor
+    read_weights: torch.Tensor
+    write_weights: torch.Tensor
+
+
+def _address(memory, k, beta, g, s, gamma, previous):
+    """The addressing chain (eqs. 5–9) for H heads: memory (B, N, W), k (B, H, W), β, g, γ (B, H),
+    s (B, H, S), previous (B, H, N) -> (B, H, N)."""
+    content = content_weights(memory, k, beta)  # (B, H, N)
+    return sharpen(shift(interpolate(content, previous, g), s), gamma)
+
+
+class NTMMemory(Device):
+    """NTM memory: N slots of width W, R read heads and Hw write heads with content and location
+    addressing, erase/add writes.
+
+    Args:
+        slots: N ≥ 1.
+        width: W ≥ 1.
+        read_heads: R ≥ 1.
+        write_heads: Hw ≥ 1.
+        shift_range: r ≥ 0; the shift weighting covers the offsets −r … +r (S = 2·r + 1).
+        init: the initial memory: "constant" (every cell `CONSTANT_INIT`), "learned" (an (N, W)
+            parameter starting at `CONSTANT_INIT`, shared by the batch) or "random" (each
+            example's memory drawn from N(0, `RANDOM_INIT_STD`²) in `initial_state`, from the
+            generator it is given).
+
+    Every head starts attending to slot 0 (a one-hot weighting), so a head driven by location
+    alone (g = 0) from the first step moves a definite position, as a Turing machine's head does.
+    """
+
+    Interface = NTMInterface
+    State = NTMState
+
+    def __init__(self, slots: int, width: int, read_heads: int = 1, write_heads: int = 1,
+                 shift_range: int = 1, init: str = "constant"):
+        super().__init__()
+        for name, value, least in [("slots", slots, 1), ("width", width, 1), ("read_heads", read_heads, 1),
+                                   ("write_heads", write_heads, 1), ("shift_range", shift_range, 0)]:
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"NTMMemory: {name} must be an integer ≥ {least}, got {value!r}")
+        if init not in INITS:
+            raise ValueError(f"NTMMemory: init must be one of {INITS}, got {init!r}")
+        self.slots, self.width = slots, width
+        self.read_heads, self.write_heads = read_heads, write_heads
+        self.shift_range, self.init = shift_range, init
+        if init == "learned":
+            self.memory_init = nn.Parameter(torch.full((slots, width), CONSTANT_INIT))  # (N, W)
+
+    def interface_fields(self) -> dict[str, InterfaceField]:
+        w, s = self.width, 2 * self.shift_range + 1
+        head = lambda p, h: {  # the addressing controls of h heads, field names prefixed by p
+            f"{p}k": InterfaceField((h, w), "identity"),
+            f"{p}beta": InterfaceField((h,), "oneplus"),
+            f"{p}g": InterfaceField((h,), "sigmoid"),
+            f"{p}s": InterfaceField((h, s), "softmax"),
+            f"{p}gamma": InterfaceField((h,), "oneplus"),
+        }
+        hw = self.write_heads
+        return {**head("write_", hw), "e": InterfaceField((hw, w), "sigmoid"),
+                "a": InterfaceField((hw, w), "identity"), **head("read_", self.read_heads)}
+
+    @property
+    def read_size(self) -> int:
+        return self.read_heads * self.width
+
+    def initial_state(self, batch: int, *, device=None, dtype=None,
+                      generator: torch.Generator | None = None) -> NTMState:
+        """Memory per `init`, every head's weighting one-hot at slot 0.
+
+        Args:
+            generator: the source of the "random" initial memory (torch's global generator when
+                None); on the device the memory is made on. Unused by the other inits.
+        """
+        if self.init == "learned":
+            dtype = dtype or self.memory_init.dtype
+            device = device or self.memory_init.device
+            memory = self.memory_init.to(device=device, dtype=dtype).expand(batch, -1, -1)  # (B, N, W)
+        elif self.init == "random":
+            memory = RANDOM_INIT_STD * torch.randn(batch, self.slots, self.width, generator=generator,
+                                                   device=device, dtype=dtype)  # (B, N, W)
+        else:
+            memory = torch.full((batch, self.slots, self.width), CONSTANT_INIT, device=device, dtype=dtype)
+        slot0 = torch.zeros(batch, 1, self.slots, device=memory.device, dtype=memory.dtype)  # (B, 1, N)
+        slot0[..., 0] = 1
+        return NTMState(memory, slot0.expand(-1, self.read_heads, -1),  # (B, R, N)
+                        slot0.expand(-1, self.write_heads, -1))  # (B, Hw, N)
+
+    def forward(self, interface: NTMInterface, state: NTMState) -> tuple[torch.Tensor, NTMState]:
+        """One step: write heads address M_{t−1} and write, read heads address and read M_t.
+
+        Args:
+            interface: an `NTMInterface` (shapes in its docstring).
+            state: an `NTMState`.
+        Returns:
+            the reads (B, R·W), head r's word at [:, r·W:(r+1)·W], and the new state.
+        """
+        i = interface
+        write_weights = _address(state.memory, i.write_k, i.write_beta, i.write_g, i.write_s,
+                                 i.write_gamma, state.write_weights)  # (B, Hw, N)
+        # eq. 3 for every head, multiplied: Π_h (1 − w_h(i)·e_h)
+        keep = (1 - write_weights.unsqueeze(-1) * i.e.unsqueeze(-2)).prod(1)  # (B, N, W)
+        added = torch.einsum("bhn,bhw->bnw", write_weights, i.a)  # (B, N, W): eq. 4, Σ_h w_h(i)·a_h
+        memory = state.memory * keep + added  # (B, N, W)
+        read_weights = _address(memory, i.read_k, i.read_beta, i.read_g, i.read_s,
+                                i.read_gamma, state.read_weights)  # (B, R, N)
+        reads = torch.einsum("brn,bnw->brw", read_weights, memory)  # (B, R, W): eq. 2
+        return reads.flatten(1), NTMState(memory, read_weights, write_weights)  # (B, R·W)
+
+    def harden(self, interface: NTMInterface) -> NTMInterface:
+        """Round the location controls: g to {0, 1}, s to a one-hot at its argmax, e to {0, 1}.
+
+        What makes a head's weighting one-hot: with g = 0 the head keeps its last weighting, a
+        one-hot s rotates it by one offset exactly, and sharpening keeps a one-hot one-hot (to
+        within tiny^γ, see `sharpen`); from the one-hot initial weighting, such a head is an
+        integer position moving by the chosen offset mod N, and with 0/1 erases its write is
+        `row = row·(1 − e) + a`. With g = 1 the weighting is the content softmax, left soft: k, β,
+        γ and a are unchanged, since no finite β makes it one-hot where rows tie (the constant
+        initial memory ties them all).
+        Rounding is round-half-to-even: g = 0.5 hardens to 0.
+        """
+        s = lambda x: F.one_hot(x.argmax(-1), x.shape[-1]).to(x.dtype)  # (B, H, S)
+        return interface._replace(write_g=interface.write_g.round(), read_g=interface.read_g.round(),
+                                  write_s=s(interface.write_s), read_s=s(interface.read_s),
+                                  e=interface.e.round())
