@@ -211,3 +211,20 @@ def test_one_hot_machine_programs_equal_the_hard_interpreter_over_lists(data):
                     "k": data.draw(st.integers(-3, 3).map(float), label="k")}
     trace, program = draw_one_hot_program(data, machine, data.draw(st.integers(1, 8), label="steps"))
     assert_soft_equals_hard(machine, trace, program, plain_inputs)
+
+
+def test_a_push_onto_a_full_stack_drops_the_bottom_in_both_machine_semantics():
+    device = StackRNNStacks(stacks=1, depth=2, width=1, top_k=1)
+    # push 1, 2, 3 onto a stack of depth 2, then pop three times: 3, 2, then the empty value
+    state, plain = device.initial_state(1, dtype=torch.float64), device.plain_initial()
+    one_hot = lambda k: torch.nn.functional.one_hot(torch.tensor([k]), 2).double()  # noqa: E731
+    pops_soft, pops_hard = [], []
+    for value in (1.0, 2.0, 3.0):
+        _, state = device.machine_step(one_hot(0), [(torch.tensor([[value]], dtype=torch.float64),), ()], state)
+        _, plain = device.plain_apply("push", plain, (value,))
+    for _ in range(3):
+        (_, top), state = device.machine_step(one_hot(1), [(torch.zeros(1, 1, dtype=torch.float64),), ()], state)
+        result, plain = device.plain_apply("pop", plain)
+        pops_soft.append(top.item())
+        pops_hard.append(result[0])
+    assert pops_soft == pops_hard == [3.0, 2.0, EMPTY_VALUE]
