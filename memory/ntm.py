@@ -25,6 +25,10 @@ One step (`NTMMemory.forward`):
 4. the reads r_h = Σ_i w^r_h(i)·M_t(i) (eq. 2), flattened to (B, R·W).
 
 The state holds no reads: a step returns them, and a controller keeps what it needs.
+
+On the machine the memory is an array addressed by `Pointer[N]` values: `read(p) -> Vector[W]`
+reads Σ_i p(i)·M(i) and `write(p, v) -> Vector[W]` (returning v) overwrites, the write of eqs. 3–4
+with e = 1, a = v and w = π[write]·p. The hard interpreter's memory is a tuple of rows.
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffvm.interp.device import Device, InterfaceField
+from diffvm.interp.device import Device, DeviceOp, InterfaceField
+from diffvm.interp.types import Pointer, Vector
 from diffvm.memory.addressing import content_weights, interpolate, sharpen, shift
 
-__all__ = ["CONSTANT_INIT", "INITS", "NTMMemory", "NTMInterface", "NTMState", "RANDOM_INIT_STD"]
+__all__ = ["CONSTANT_INIT", "INITS", "NTMMemory", "NTMInterface", "NTMState", "RANDOM_INIT_STD", "erase_add"]
 
 # Collier & Beel 2018: every cell at a small constant converges about twice as fast as learned or
 # random initial memory; a nonzero constant also keeps every row's cosine similarity defined.
@@ -92,6 +97,22 @@ def _address(memory, k, beta, g, s, gamma, previous):
     s (B, H, S), previous (B, H, N) -> (B, H, N)."""
     content = content_weights(memory, k, beta)  # (B, H, N)
     return sharpen(shift(interpolate(content, previous, g), s), gamma)
+
+
+def erase_add(memory: torch.Tensor, weights: torch.Tensor, erase: torch.Tensor, add: torch.Tensor) -> torch.Tensor:
+    """The write of eqs. 3–4 by H heads at once: M ⊙ Π_h (1 − w_h e_hᵀ) + Σ_h w_h a_hᵀ.
+
+    Args:
+        memory: (B, N, W) M_{t−1}.
+        weights: (B, H, N) w, each head's write weighting.
+        erase: (B, H, W) e in [0, 1].
+        add: (B, H, W) a.
+    Returns:
+        (B, N, W) M_t.
+    """
+    keep = (1 - weights.unsqueeze(-1) * erase.unsqueeze(-2)).prod(1)  # (B, N, W): Π_h (1 − w_h(i)·e_h)
+    added = torch.einsum("bhn,bhw->bnw", weights, add)  # (B, N, W): Σ_h w_h(i)·a_h
+    return memory * keep + added
 
 
 class NTMMemory(Device):
@@ -182,10 +203,7 @@ class NTMMemory(Device):
         i = interface
         write_weights = _address(state.memory, i.write_k, i.write_beta, i.write_g, i.write_s,
                                  i.write_gamma, state.write_weights)  # (B, Hw, N)
-        # eq. 3 for every head, multiplied: Π_h (1 − w_h(i)·e_h)
-        keep = (1 - write_weights.unsqueeze(-1) * i.e.unsqueeze(-2)).prod(1)  # (B, N, W)
-        added = torch.einsum("bhn,bhw->bnw", write_weights, i.a)  # (B, N, W): eq. 4, Σ_h w_h(i)·a_h
-        memory = state.memory * keep + added  # (B, N, W)
+        memory = erase_add(state.memory, write_weights, i.e, i.a)  # (B, N, W)
         read_weights = _address(memory, i.read_k, i.read_beta, i.read_g, i.read_s,
                                 i.read_gamma, state.read_weights)  # (B, R, N)
         reads = torch.einsum("brn,bnw->brw", read_weights, memory)  # (B, R, W): eq. 2
@@ -207,3 +225,30 @@ class NTMMemory(Device):
         return interface._replace(write_g=interface.write_g.round(), read_g=interface.read_g.round(),
                                   write_s=s(interface.write_s), read_s=s(interface.read_s),
                                   e=interface.e.round())
+
+    # --- machine ops ----------------------------------------------------------------------
+    def ops(self) -> tuple[DeviceOp, ...]:
+        pointer, vector = Pointer[self.slots], Vector[self.width]
+        return (DeviceOp("read", (pointer,), vector), DeviceOp("write", (pointer, vector), vector))
+
+    def machine_step(self, weights, args, state):
+        """Read M_{t−1} at p; overwrite with w = π[write]·p (e = 1, a = v); heads untouched."""
+        (read_at,), (write_at, value) = args
+        read = torch.einsum("bn,bnw->bw", read_at, state.memory)  # (B, W): eq. 2
+        w = (weights[:, 1:2] * write_at).unsqueeze(1)  # (B, 1, N)
+        memory = erase_add(state.memory, w, torch.ones_like(value).unsqueeze(1), value.unsqueeze(1))
+        return [read, value], state._replace(memory=memory)
+
+    def plain_initial(self) -> tuple:
+        if self.init == "random":
+            raise ValueError("NTMMemory(init='random') has no one plain initial memory; pass "
+                             "device_states= to the interpreter")
+        rows = self.initial_state(1, dtype=torch.float64).memory[0]  # (N, W)
+        return tuple(tuple(row.tolist()) for row in rows)
+
+    def plain_apply(self, op, rows, *args):
+        if op == "read":
+            return rows[args[0]], rows
+        address, value = args
+        return value, (*rows[:address], tuple(value), *rows[address + 1:])
+

@@ -1,10 +1,13 @@
 import math
 
 import pytest
+import sized_ops  # noqa: F401  (registers testing::ptr_inc and testing::vec_scale)
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from machine_equivalence import assert_soft_equals_hard, draw_one_hot_program
 
+from diffvm.interp import Machine, OpSet, Pointer, Scalar, Vector
 from diffvm.interp.device import check_device
 from diffvm.memory.addressing import NORM_EPS
 from diffvm.memory.ntm import CONSTANT_INIT, RANDOM_INIT_STD, NTMInterface, NTMMemory
@@ -268,3 +271,32 @@ def test_extreme_controls_give_finite_reads_and_gradients(case):
     (out * torch.randn(out.shape, generator=gen, dtype=F64)).sum().backward()
     for name, leaf in zip((*NTMInterface._fields, "memory"), leaves):
         assert torch.isfinite(leaf.grad).all(), name
+
+
+# --- on the machine: an array addressed by pointers -------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_one_hot_machine_programs_equal_the_hard_interpreter_over_an_array(data):
+    machine = Machine(OpSet(["testing::ptr_inc", "testing::vec_scale"]),
+                      {"p": Pointer[5], "x": Vector[5], "k": Scalar}, Vector[5], devices={"mem": NTMMemory(5, 5)})
+    assert machine.opset.names[2:] == ("mem::read", "mem::write")
+    plain_inputs = {"p": data.draw(st.integers(0, 4), label="p"),
+                    "x": data.draw(st.tuples(*[st.integers(-9, 9).map(float)] * 5), label="x"),
+                    "k": data.draw(st.integers(-3, 3).map(float), label="k")}
+    trace, program = draw_one_hot_program(data, machine, data.draw(st.integers(1, 8), label="steps"))
+    assert_soft_equals_hard(machine, trace, program, plain_inputs)
+
+
+def test_a_machine_write_then_read_at_the_same_pointer_returns_the_word():
+    device = NTMMemory(4, 3)
+    state = device.initial_state(1, dtype=torch.float64)
+    p = torch.tensor([[0.0, 0.0, 1.0, 0.0]], dtype=torch.float64)
+    v = torch.tensor([[1.0, -2.0, 3.0]], dtype=torch.float64)
+    write, read = torch.tensor([[0.0, 1.0]], dtype=torch.float64), torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    _, state = device.machine_step(write, [(p,), (p, v)], state)
+    (word, _), _ = device.machine_step(read, [(p,), (p, v)], state)
+    assert word.tolist() == v.tolist()
+    _, rows = device.plain_apply("write", device.plain_initial(), 2, (1.0, -2.0, 3.0))
+    assert device.plain_apply("read", rows, 2)[0] == (1.0, -2.0, 3.0)
