@@ -1,3 +1,22 @@
-"""diffvm.memory: memory devices (NTM, DNC, neural stacks, …). Empty until the devices land."""
+"""diffvm.memory: devices the machine and controllers drive (see `diffvm.interp.device.Device`).
 
-__all__: list[str] = []
+| device | paper |
+|---|---|
+| `NTMMemory` | Graves et al. 2014 |
+| `DNCMemory` | Graves et al. 2016; options of Csordás & Schmidhuber 2019 |
+| `NeuralStack`, `NeuralQueue`, `NeuralDeque` | Grefenstette et al. 2015 |
+| `StackRNNStacks` | Joulin & Mikolov 2015 |
+| `PointerRegisters`, `nram_ops`, `nram_constants` | Kurach et al. 2015 (NRAM) |
+"""
+
+from diffvm.memory.addressing import content_weights, cosine_similarity, interpolate, sharpen, shift
+from diffvm.memory.neural_stack import NeuralDeque, NeuralQueue, NeuralStack
+from diffvm.memory.ntm import NTMMemory, erase_add
+from diffvm.memory.registers import PointerRegisters, nram_constants, nram_ops
+from diffvm.memory.stack_rnn import StackRNNStacks
+
+__all__ = [
+    "NTMMemory", "NeuralDeque", "NeuralQueue", "NeuralStack", "PointerRegisters", "StackRNNStacks",
+    "content_weights", "cosine_similarity", "erase_add", "interpolate", "nram_constants", "nram_ops",
+    "sharpen", "shift",
+]
