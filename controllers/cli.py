@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from diffvm.controllers.exec_cli import add_exec_parser, run_exec
 from diffvm.controllers.induce import InductionConfig, InductionResult, evaluate_program, induce
 from diffvm.tasks import FAMILY, ArithmeticTask
 
@@ -141,12 +142,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (default: runs/demo)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_arguments(demo, InductionConfig)
+    add_exec_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "exec":
+        return run_exec(args)
     try:
         cfg = config_from_args(InductionConfig, args)
         summary = run_demo(cfg, args.functions, args.out, quiet=args.quiet)

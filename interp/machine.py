@@ -170,12 +170,14 @@ class Machine:
 
     # --- running ----------------------------------------------------------------------------
     def initial_state(
-        self, inputs: Mapping[str, torch.Tensor], devices: Mapping[str, Any] | None = None
+        self, inputs: Mapping[str, torch.Tensor], devices: Mapping[str, Any] | None = None, *,
+        dtype: torch.dtype | None = None,
     ) -> MachineState:
         """The state before step 1, from a batch of inputs: name -> (B, *shape).
 
         Devices start from `devices[name]` where given (e.g. a memory holding the task's input),
-        else from their `initial_state`.
+        else from their `initial_state`. Registers take the inputs' dtype; a machine without
+        inputs (batch 1) takes `dtype`, by default torch's default dtype.
         """
         missing = [n for n in self.inputs if n not in inputs]
         extra = [n for n in inputs if n not in self.inputs]
@@ -187,7 +189,7 @@ class Machine:
         first = inputs[next(iter(self.inputs))] if self.inputs else None
         batch = first.shape[0] if first is not None else 1
         device = first.device if first is not None else None
-        dtype = first.dtype if first is not None else torch.get_default_dtype()
+        dtype = first.dtype if first is not None else dtype or torch.get_default_dtype()
         for n in self.inputs:
             if inputs[n].shape[0] != batch:
                 raise ValueError(f"machine input {n!r} has batch {inputs[n].shape[0]}, not {batch}")

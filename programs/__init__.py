@@ -1,7 +1,13 @@
-"""diffvm.programs: discrete programs: the IR, listings, JSON, the hard interpreter, discretisation."""
+"""diffvm.programs: discrete programs: the IR, listings, JSON, the hard interpreter, discretisation,
+and the Learning-to-Execute snippet language (parser, evaluator, compiler to machine programs)."""
 
-from diffvm.programs.discretise import discretise
+from diffvm.programs.compile_snippet import compile_snippet, run_one_hot
+from diffvm.programs.discretise import discretise, one_hot_trace
 from diffvm.programs.interpreter import run, run_trace
 from diffvm.programs.program import Program, ProgramError, Step
+from diffvm.programs.snippets import Snippet, SnippetError, evaluate, format_snippet, parse_snippet
 
-__all__ = ["Program", "ProgramError", "Step", "discretise", "run", "run_trace"]
+__all__ = [
+    "Program", "ProgramError", "Snippet", "SnippetError", "Step", "compile_snippet", "discretise", "evaluate",
+    "format_snippet", "one_hot_trace", "parse_snippet", "run", "run_one_hot", "run_trace",
+]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+
 from diffvm.interp import Instruction, Machine
 from diffvm.interp.device import DeviceOp
 from diffvm.interp.machine import Source
 from diffvm.programs.program import Program, Step
 
-__all__ = ["discretise"]
+__all__ = ["discretise", "one_hot_trace"]
 
 
 def discretise(machine: Machine, trace: Sequence[Instruction], *, example: int = 0) -> Program:
@@ -39,3 +41,29 @@ def discretise(machine: Machine, trace: Sequence[Instruction], *, example: int =
     used = {s.op for s in steps}
     device_ops = tuple(o for o in opset if isinstance(o, DeviceOp) and o.name in used)
     return Program(machine.inputs, machine.output, tuple(steps), machine.constants, device_ops)
+
+
+def one_hot_trace(machine: Machine, program: Program, *, dtype=torch.float64) -> list[Instruction]:
+    """The soft instructions that spell out `program` on `machine`: one-hot op and operand choices.
+
+    The inverse of `discretise`. Operand slots the chosen op does not read pick their first source.
+
+    Returns:
+        one `Instruction` per step, batch 1: op (1, K), each operand (1, S) for the slot's type.
+    """
+    opset = machine.opset
+    trace = []
+    for t, step in enumerate(program.steps, start=1):
+        k = opset.index(step.op)
+        picks = [0] * len(opset.slots)
+        for slot, src in zip(opset.op_slots[k], step.args):
+            fixed = machine.fixed_sources(opset.slots[slot][0])
+            picks[slot] = len(fixed) + src.key if src.kind == "step" else fixed.index(src)
+        trace.append(Instruction(_one_hot(k, len(opset), dtype), tuple(
+            _one_hot(p, machine.num_sources(ty, t), dtype) for p, (ty, _) in zip(picks, opset.slots))))
+    return trace
+
+
+def _one_hot(index: int, n: int, dtype: torch.dtype) -> torch.Tensor:
+    """(1, n) the distribution with all its mass on `index`."""
+    return torch.nn.functional.one_hot(torch.tensor([index]), n).to(dtype)
