@@ -10,13 +10,15 @@
 """
 
 from diffvm.memory.addressing import content_weights, cosine_similarity, interpolate, sharpen, shift
+from diffvm.memory.dnc import DNCMemory, DNCState
+from diffvm.memory.linkage import LinkageState
 from diffvm.memory.neural_stack import NeuralDeque, NeuralQueue, NeuralStack
 from diffvm.memory.ntm import NTMMemory, erase_add
 from diffvm.memory.registers import PointerRegisters, nram_constants, nram_ops
 from diffvm.memory.stack_rnn import StackRNNStacks
 
 __all__ = [
-    "NTMMemory", "NeuralDeque", "NeuralQueue", "NeuralStack", "PointerRegisters", "StackRNNStacks",
-    "content_weights", "cosine_similarity", "erase_add", "interpolate", "nram_constants", "nram_ops",
-    "sharpen", "shift",
+    "DNCMemory", "DNCState", "LinkageState", "NTMMemory", "NeuralDeque", "NeuralQueue", "NeuralStack",
+    "PointerRegisters", "StackRNNStacks", "content_weights", "cosine_similarity", "erase_add", "interpolate",
+    "nram_constants", "nram_ops", "sharpen", "shift",
 ]
