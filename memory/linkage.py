@@ -57,8 +57,9 @@ def update_linkage(state: LinkageState, write_weights: torch.Tensor) -> LinkageS
     """L_t and p_t after a write.
 
     L_{t−1}·(1 − w[i] − w[j]) + w[i]·p[j] is computed in three passes over one new (B, N, N)
-    tensor, by products with vectors only: autograd then saves L_{t−1} (which the previous
-    step's reads saved already) and vectors, never a second N×N tensor per step.
+    tensor, by products with vectors only, and differentiated by hand (`_LinkUpdate`): the
+    backward saves L_{t−1} (which the previous step's reads saved already) and vectors, never a
+    second N×N tensor per step.
 
     Args:
         state: L_{t−1} (B, N, N) and p_{t−1} (B, N).
@@ -67,14 +68,44 @@ def update_linkage(state: LinkageState, write_weights: torch.Tensor) -> LinkageS
         the `LinkageState` L_t, p_t.
     """
     link, precedence = state
-    w_i = write_weights.unsqueeze(-1)  # (B, N, 1)
-    w_j = write_weights.unsqueeze(-2)  # (B, 1, N)
-    new_link = link * (1 - w_i)  # (B, N, N)
-    new_link.addcmul_(link, w_j, value=-1)  # (1 − w[i] − w[j])·L[i, j]
-    new_link.baddbmm_(w_i, precedence.unsqueeze(-2))  # + w[i]·p[j], an outer product: matvecs backward
-    new_link.diagonal(dim1=-2, dim2=-1).zero_()  # L[i, i] = 0: a slot does not follow itself
+    new_link = _LinkUpdate.apply(link, write_weights, precedence)  # (B, N, N)
     new_precedence = (1 - write_weights.sum(-1, keepdim=True)) * precedence + write_weights  # (B, N)
     return LinkageState(new_link, new_precedence)
+
+
+class _LinkUpdate(torch.autograd.Function):
+    """L' = L·(1 − w[i] − w[j]) + w[i]·p[j] with a zero diagonal, and its gradient by hand.
+
+    Autograd of the three-op form runs about ten passes over (B, N, N) tensors in the backward
+    (one per partial derivative, plus the accumulations); this backward runs five. With G = ∂ℓ/∂L'
+    off the diagonal (the diagonal of L' is constant):
+
+        ∂ℓ/∂L[i, j] = G[i, j]·(1 − w[i] − w[j])
+        ∂ℓ/∂w[k]    = Σ_j G[k, j]·(p[j] − L[k, j]) − Σ_i G[i, k]·L[i, k]
+        ∂ℓ/∂p[j]    = Σ_i G[i, j]·w[i]
+    """
+
+    @staticmethod
+    def forward(ctx, link: torch.Tensor, w: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(link, w, p)
+        new_link = link * (1 - w.unsqueeze(-1))  # (B, N, N)
+        new_link.addcmul_(link, w.unsqueeze(-2), value=-1)  # (1 − w[i] − w[j])·L[i, j]
+        new_link.baddbmm_(w.unsqueeze(-1), p.unsqueeze(-2))  # + w[i]·p[j]
+        new_link.diagonal(dim1=-2, dim2=-1).zero_()  # L[i, i] = 0: a slot does not follow itself
+        return new_link
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        link, w, p = ctx.saved_tensors
+        g = grad.clone()  # (B, N, N); ours to change: the diagonal of L' does not depend on anything
+        g.diagonal(dim1=-2, dim2=-1).zero_()
+        grad_link = g * (1 - w.unsqueeze(-1))  # (B, N, N)
+        grad_link.addcmul_(g, w.unsqueeze(-2), value=-1)
+        gl = g.mul_(link)  # (B, N, N) G ⊙ L, in g's storage (g is not needed after this)
+        diagonal = grad.diagonal(dim1=-2, dim2=-1)  # (B, N): taken out of the matvecs with `grad`
+        grad_w = torch.bmm(grad, p.unsqueeze(-1)).squeeze(-1) - diagonal * p - gl.sum(-1) - gl.sum(-2)  # (B, N)
+        grad_p = torch.bmm(w.unsqueeze(-2), grad).squeeze(-2) - w * diagonal  # (B, N)
+        return grad_link, grad_w, grad_p
 
 
 def directional_weights(link: torch.Tensor, read_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

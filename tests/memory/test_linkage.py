@@ -175,3 +175,14 @@ def test_sharpening_gradients_are_finite_at_zero_and_one_hot_weightings(exponent
 def test_sharpening_gradcheck():
     d, s = _weightings(2, 3, 5, seed=90, total=0.6), 1 + torch.rand(2, 3, dtype=torch.float64)
     assert torch.autograd.gradcheck(sharpen_links, (d.requires_grad_(), s.requires_grad_()))
+
+
+@pytest.mark.parametrize("slots", [1, 3, 5])
+def test_the_hand_written_link_gradient_passes_gradcheck_even_with_a_nonzero_diagonal(slots):
+    gen = torch.Generator().manual_seed(slots)
+    link = 0.3 * torch.rand(2, slots, slots, generator=gen, dtype=torch.float64)
+    link.diagonal(dim1=-2, dim2=-1).fill_(0.2)  # never produced by update_linkage, but a valid input
+    w = 0.9 * torch.softmax(torch.randn(2, slots, generator=gen, dtype=torch.float64), -1)
+    p = 0.8 * torch.softmax(torch.randn(2, slots, generator=gen, dtype=torch.float64), -1)
+    inputs = tuple(x.requires_grad_() for x in (link, w, p))
+    assert torch.autograd.gradcheck(lambda L, w, p: update_linkage(LinkageState(L, p), w).link, inputs)
