@@ -202,11 +202,11 @@ class Machine:
             ]
             fixed.append(t.initial(batch, device=device, dtype=dtype))  # s0
             tapes[t] = torch.stack(fixed, dim=1)  # (B, S, *shape)
-        unknown = set(devices or {}) - set(self.devices)
+        given = devices or {}
+        unknown = set(given) - set(self.devices)
         if unknown:
             raise ValueError(f"initial device states for unknown devices {sorted(unknown)}; "
                              f"the machine has {sorted(self.devices)}")
-        given = devices or {}
         states = {
             name: given[name] if name in given else dev.initial_state(batch, device=device, dtype=dtype)
             for name, dev in self.devices.items()
