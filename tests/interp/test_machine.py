@@ -134,7 +134,9 @@ _PLAIN = {
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
 def test_one_hot_soft_steps_equal_the_hard_interpreter(data):
-    ops = data.draw(st.lists(st.sampled_from(registered_ops()), min_size=1, max_size=5,
+    # the ops over types we can draw plain values of (other test modules register ops over more)
+    drawable = [o for o in registered_ops() if {*o.inputs, o.output} <= _PLAIN.keys()]
+    ops = data.draw(st.lists(st.sampled_from(drawable), min_size=1, max_size=5,
                              unique_by=lambda o: o.name), label="ops")
     opset = OpSet(ops)
     types = list(opset.types)
