@@ -43,9 +43,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffvm.interp.types import ValueType
+from diffvm.interp.types import TRUTH_THRESHOLD, ValueType
 
-__all__ = ["ACTIVATIONS", "Device", "DeviceCheckError", "DeviceOp", "InterfaceField", "check_device"]
+__all__ = [
+    "ACTIVATIONS", "Device", "DeviceCheckError", "DeviceOp", "InterfaceField", "check_device", "hard_choice",
+    "hard_gate",
+]
 
 
 def _oneplus(x: torch.Tensor) -> torch.Tensor:
@@ -60,6 +63,16 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "oneplus": _oneplus,
     "softmax": lambda x: torch.softmax(x, dim=-1),  # over the field's last dimension
 }
+
+
+def hard_choice(x: torch.Tensor) -> torch.Tensor:
+    """A softmax control hardened: one-hot at its argmax over the last dimension, same shape."""
+    return F.one_hot(x.argmax(-1), x.shape[-1]).to(x.dtype)
+
+
+def hard_gate(x: torch.Tensor) -> torch.Tensor:
+    """A gate or strength in [0, 1] hardened to 0 or 1 (1 above one half, as `Bool` hardens)."""
+    return (x > TRUTH_THRESHOLD).to(x.dtype)
 
 
 class InterfaceField(NamedTuple):

@@ -47,9 +47,8 @@ import functools
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 
-from diffvm.interp.device import Device, InterfaceField
+from diffvm.interp.device import Device, InterfaceField, hard_choice, hard_gate
 from diffvm.memory.addressing import content_weights
 from diffvm.memory.linkage import LinkageState, directional_weights, initial_linkage, sharpen_links, update_linkage
 from diffvm.memory.usage import allocation_weights, retention, update_usage
@@ -64,8 +63,6 @@ READ_MODES = ("backward", "content", "forward")
 # The key strength β of the hard DNC: content lookups become an argmax over slots whose cosine
 # similarities differ by more than ~1e-3 (e^{-10} relative weight, or less, for the runners-up).
 HARD_STRENGTH = 1e4
-# A gate or mask entry counts as open in its hard form at or above this value.
-GATE_THRESHOLD = 0.5
 
 
 class DNCState(NamedTuple):
@@ -220,11 +217,10 @@ class DNCMemory(Device):
         {0, 1}; π one-hot at its argmax; β^r, β^w set to `HARD_STRENGTH`. Keys and the write
         vector are data and stay as they are; so do the sharpness exponents, which leave the
         one-hot link distributions of hard writes unchanged whatever their value."""
-        gate = lambda x: (x >= GATE_THRESHOLD).to(x.dtype)
-        hard = {name: gate(getattr(interface, name)) for name in ("e", "f", "g_a", "g_w")}
+        hard = {name: hard_gate(getattr(interface, name)) for name in ("e", "f", "g_a", "g_w")}
         hard["read_beta"] = torch.full_like(interface.read_beta, HARD_STRENGTH)
         hard["write_beta"] = torch.full_like(interface.write_beta, HARD_STRENGTH)
-        hard["pi"] = F.one_hot(interface.pi.argmax(-1), len(READ_MODES)).to(interface.pi.dtype)  # (B, R, 3)
+        hard["pi"] = hard_choice(interface.pi)  # (B, R, 3)
         if self.key_masking:
-            hard["read_m"], hard["write_m"] = gate(interface.read_m), gate(interface.write_m)
+            hard["read_m"], hard["write_m"] = hard_gate(interface.read_m), hard_gate(interface.write_m)
         return interface._replace(**hard)

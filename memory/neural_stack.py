@@ -37,7 +37,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from diffvm.interp.device import Device, DeviceOp, InterfaceField
+from diffvm.interp.device import Device, DeviceOp, InterfaceField, hard_gate
 from diffvm.interp.types import Vector
 
 __all__ = ["End", "NeuralDeque", "NeuralQueue", "NeuralStack", "pop", "read", "read_weights"]
@@ -185,7 +185,7 @@ class _StrengthMemory(Device):
     def harden(self, interface):
         """Push and pop strengths rounded to {0, 1}; values unchanged."""
         gates = [name for name, field in self.interface_fields().items() if field.activation == "sigmoid"]
-        return interface._replace(**{name: torch.round(getattr(interface, name)) for name in gates})
+        return interface._replace(**{name: hard_gate(getattr(interface, name)) for name in gates})
 
     # --- machine ops ----------------------------------------------------------------------
     # (op suffix, the end a push adds to, the end a pop takes from), one entry per pair of ops

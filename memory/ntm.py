@@ -36,10 +36,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from diffvm.interp.device import Device, DeviceOp, InterfaceField
+from diffvm.interp.device import Device, DeviceOp, InterfaceField, hard_choice, hard_gate
 from diffvm.interp.types import Pointer, Vector
 from diffvm.memory.addressing import content_weights, interpolate, sharpen, shift
 
@@ -221,10 +220,9 @@ class NTMMemory(Device):
         initial memory ties them all).
         Rounding is round-half-to-even: g = 0.5 hardens to 0.
         """
-        s = lambda x: F.one_hot(x.argmax(-1), x.shape[-1]).to(x.dtype)  # (B, H, S)
-        return interface._replace(write_g=interface.write_g.round(), read_g=interface.read_g.round(),
-                                  write_s=s(interface.write_s), read_s=s(interface.read_s),
-                                  e=interface.e.round())
+        return interface._replace(write_g=hard_gate(interface.write_g), read_g=hard_gate(interface.read_g),
+                                  write_s=hard_choice(interface.write_s), read_s=hard_choice(interface.read_s),
+                                  e=hard_gate(interface.e))
 
     # --- machine ops ----------------------------------------------------------------------
     def ops(self) -> tuple[DeviceOp, ...]:

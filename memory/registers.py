@@ -53,7 +53,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from diffvm.interp.device import Device, DeviceOp, InterfaceField
+from diffvm.interp.device import Device, DeviceOp, InterfaceField, hard_choice, hard_gate
 from diffvm.interp.registry import Op, primitive
 from diffvm.interp.types import Pointer
 
@@ -68,8 +68,6 @@ __all__ = [
 
 # The candidates of a register's new value, in the order of the last axis of `update`.
 UPDATE_CHOICES = ("keep", "read", "inc", "dec", "zero")
-# A gate counts as open in its hard form above this value.
-GATE_THRESHOLD = 0.5
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,15 +382,12 @@ class PointerRegisters(Device):
     def harden(self, interface: PointerRegistersInterface) -> PointerRegistersInterface:
         """Each softmax choice one-hot at its argmax, the gate 0/1."""
 
-        def one_hot(x: torch.Tensor) -> torch.Tensor:
-            return F.one_hot(x.argmax(-1), x.shape[-1]).to(x.dtype)
-
         return PointerRegistersInterface(
-            one_hot(interface.read_pointer),
-            one_hot(interface.write_pointer),
-            one_hot(interface.write_value),
-            (interface.write_gate > GATE_THRESHOLD).to(interface.write_gate.dtype),
-            one_hot(interface.update),
+            hard_choice(interface.read_pointer),
+            hard_choice(interface.write_pointer),
+            hard_choice(interface.write_value),
+            hard_gate(interface.write_gate),
+            hard_choice(interface.update),
         )
 
     # --- machine ops ----------------------------------------------------------------------

@@ -34,9 +34,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
-from diffvm.interp.device import Device, DeviceOp, InterfaceField
+from diffvm.interp.device import Device, DeviceOp, InterfaceField, hard_choice
 from diffvm.interp.types import Vector
 
 __all__ = ["ACTIONS", "EMPTY_VALUE", "StackRNNStacks"]
@@ -118,7 +117,7 @@ class StackRNNStacks(Device):
 
     def harden(self, interface: Interface) -> Interface:
         """Actions one-hot at their argmax; values unchanged."""
-        one_hot = F.one_hot(interface.actions.argmax(-1), len(ACTIONS)).to(interface.actions.dtype)  # (B, P, 3)
+        one_hot = hard_choice(interface.actions)  # (B, P, 3)
         return interface._replace(actions=one_hot)
 
     # --- machine ops ----------------------------------------------------------------------
