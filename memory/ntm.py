@@ -218,7 +218,7 @@ class NTMMemory(Device):
         `row = row·(1 − e) + a`. With g = 1 the weighting is the content softmax, left soft: k, β,
         γ and a are unchanged, since no finite β makes it one-hot where rows tie (the constant
         initial memory ties them all).
-        Rounding is round-half-to-even: g = 0.5 hardens to 0.
+        A gate of exactly 0.5 hardens to 0 (`hard_gate`: open above one half).
         """
         return interface._replace(write_g=hard_gate(interface.write_g), read_g=hard_gate(interface.read_g),
                                   write_s=hard_choice(interface.write_s), read_s=hard_choice(interface.read_s),
