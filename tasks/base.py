@@ -1,0 +1,208 @@
+"""Sequence tasks: what a memory-augmented model is trained on, and the one registry of them.
+
+A task turns an injected `numpy.random.Generator` into batches of input/target sequences, says
+how outputs are scored, and names its difficulty knobs as curriculum *levels* (level 0 the
+easiest, level `levels − 1` the full training distribution). The trainer asks for a batch at
+the curriculum's current level; evaluation asks for a named *split* (the training distribution,
+or harder ones such as longer sequences).
+
+    @register_task
+    class Copy(SequenceTask):
+        name = "copy"
+        Config = CopyConfig          # a dataclass of the task's options, commented defaults
+        ...
+
+Outputs are logits (B, T, O). `output_kind` picks the loss and the default metrics:
+"bits" (independent sigmoid channels, targets in {0, 1}) or "classes" (a softmax over O
+classes, targets one-hot). Only the time steps where `mask` is 1 are scored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Batch", "Curriculum", "SequenceTask", "TASKS", "get_task", "register_task"]
+
+# Curriculum defaults: advance a level when the mean exact-match accuracy of the last
+# `CURRICULUM_WINDOW` training batches reaches `CURRICULUM_THRESHOLD` (DNC lessons end at 90 %).
+CURRICULUM_THRESHOLD = 0.9
+CURRICULUM_WINDOW = 20
+
+
+class Batch(NamedTuple):
+    """A batch of sequences, batch first.
+
+    Attributes:
+        inputs: (B, T, I) float inputs.
+        targets: (B, T, O) float targets: bits in {0, 1}, or one-hot classes.
+        mask: (B, T) float, 1 at the time steps that are scored.
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    mask: torch.Tensor
+
+    def to(self, device) -> Batch:
+        return Batch(*(x.to(device) for x in self))
+
+
+class SequenceTask(ABC):
+    """A task of input/target sequences (module docstring).
+
+    Subclasses set `name`, `Config` (a dataclass with a `validate()` that names a bad field) and
+    `output_kind`, and implement `input_size`, `output_size`, `levels`, `splits`, `sample` and
+    `sample_split`.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    output_kind: ClassVar[str] = "bits"
+
+    def __init__(self, config: Any = None):
+        config = self.Config() if config is None else config
+        if not isinstance(config, self.Config):
+            raise TypeError(f"task {self.name!r} needs a {self.Config.__name__}, got {type(config).__name__}")
+        config.validate()
+        self.config = config
+
+    @property
+    @abstractmethod
+    def input_size(self) -> int:
+        """I, the width of an input step."""
+
+    @property
+    @abstractmethod
+    def output_size(self) -> int:
+        """O, the width of an output step."""
+
+    @property
+    def levels(self) -> int:
+        """How many curriculum levels the task has (1: no curriculum)."""
+        return 1
+
+    @property
+    @abstractmethod
+    def splits(self) -> tuple[str, ...]:
+        """The evaluation splits, the training distribution ("train") first."""
+
+    @abstractmethod
+    def sample(self, rng: np.random.Generator, batch: int, level: int | None = None) -> Batch:
+        """A training batch at curriculum `level` (None: the last, the full distribution)."""
+
+    @abstractmethod
+    def sample_split(self, rng: np.random.Generator, batch: int, split: str) -> Batch:
+        """An evaluation batch of a split of `splits`."""
+
+    def check_split(self, split: str) -> None:
+        if split not in self.splits:
+            raise ValueError(f"task {self.name!r} has no split {split!r}; its splits: {', '.join(self.splits)}")
+
+    def check_level(self, level: int | None) -> int:
+        level = self.levels - 1 if level is None else level
+        if not 0 <= level < self.levels:
+            raise ValueError(f"task {self.name!r}: level {level} out of range 0..{self.levels - 1}")
+        return level
+
+    # --- scoring ----------------------------------------------------------------------------
+    def step_loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """(B, T) the loss of every time step, zero where unscored (summed over a step's bits).
+
+        Args:
+            logits: (B, T, O) the model's outputs before the sigmoid / softmax.
+        """
+        if self.output_kind == "bits":
+            per_step = F.binary_cross_entropy_with_logits(logits, batch.targets, reduction="none").sum(-1)
+        else:
+            per_step = -(batch.targets * F.log_softmax(logits, dim=-1)).sum(-1)
+        return per_step * batch.mask  # (B, T)
+
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """(B,) each sequence's loss: summed over its scored steps, as the NTM papers do."""
+        return self.step_loss(logits, batch).sum(1)
+
+    def predict(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, T, O) hard outputs: bits thresholded at 0.5, or the one-hot argmax class."""
+        if self.output_kind == "bits":
+            return (logits > 0).to(logits.dtype)
+        return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+
+    def metrics(self, logits: torch.Tensor, batch: Batch) -> dict[str, float]:
+        """Accuracy figures of a batch.
+
+        "bits": `bit_errors` (wrong bits per sequence, the NTM papers' figure) and `exact` (the
+        fraction of sequences without an error). "classes": `accuracy` (per scored step) and
+        `exact`.
+        """
+        with torch.no_grad():
+            mask = batch.mask > 0  # (B, T)
+            if self.output_kind == "bits":
+                errors = ((self.predict(logits) != batch.targets).sum(-1) * mask).sum(1)  # (B,)
+                return {"bit_errors": errors.float().mean().item(), "exact": (errors == 0).float().mean().item()}
+            wrong = (logits.argmax(-1) != batch.targets.argmax(-1)) & mask  # (B, T)
+            scored = mask.sum().clamp(min=1)
+            return {"accuracy": 1 - (wrong.sum() / scored).item(), "exact": (~wrong.any(1)).float().mean().item()}
+
+
+class Curriculum:
+    """Advances a task's level when training batches are answered well enough.
+
+    The level goes up by one when the mean exact-match accuracy of the last `window` training
+    batches reaches `threshold`; it never goes past the task's last level.
+    """
+
+    def __init__(self, levels: int, *, threshold: float = CURRICULUM_THRESHOLD, window: int = CURRICULUM_WINDOW,
+                 start: int = 0):
+        if levels < 1 or window < 1 or not 0 < threshold <= 1 or not 0 <= start < levels:
+            raise ValueError(f"bad curriculum: levels={levels}, threshold={threshold}, window={window}, start={start}")
+        self.levels, self.threshold, self.window = levels, threshold, window
+        self.level = start
+        self.recent: list[float] = []
+
+    def observe(self, exact: float) -> bool:
+        """Record a training batch's exact-match accuracy; True when the level went up."""
+        if self.level == self.levels - 1:
+            return False
+        self.recent = [*self.recent[-(self.window - 1):], float(exact)]
+        if len(self.recent) == self.window and sum(self.recent) / self.window >= self.threshold:
+            self.level += 1
+            self.recent = []
+            return True
+        return False
+
+    def state_dict(self) -> dict:
+        return {"level": self.level, "recent": list(self.recent)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not 0 <= state["level"] < self.levels:
+            raise ValueError(f"curriculum level {state['level']} out of range 0..{self.levels - 1}")
+        self.level, self.recent = int(state["level"]), [float(x) for x in state["recent"]]
+
+
+TASKS: dict[str, type[SequenceTask]] = {}
+
+
+def register_task(cls: type[SequenceTask]) -> type[SequenceTask]:
+    """Class decorator: make a task trainable by name (`diffvm train NAME`)."""
+    if not (isinstance(cls, type) and issubclass(cls, SequenceTask)):
+        raise TypeError(f"register_task takes a SequenceTask subclass, got {cls!r}")
+    if not dataclasses.is_dataclass(getattr(cls, "Config", None)):
+        raise TypeError(f"task {cls.__name__}: Config must be a dataclass")
+    if cls.output_kind not in ("bits", "classes"):
+        raise ValueError(f"task {cls.__name__}: output_kind must be 'bits' or 'classes', got {cls.output_kind!r}")
+    if cls.name in TASKS and TASKS[cls.name] is not cls:
+        raise ValueError(f"a task named {cls.name!r} is already registered ({TASKS[cls.name].__qualname__})")
+    TASKS[cls.name] = cls
+    return cls
+
+
+def get_task(name: str) -> type[SequenceTask]:
+    """The task class registered as `name`; the error lists the known ones."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS)) or '(none)'}")
+    return TASKS[name]
