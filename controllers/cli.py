@@ -1,6 +1,8 @@
 """The `diffvm` command line: a thin face over the library, its options generated from configs.
 
     diffvm demo [--json] [--functions "(a+b)*c" ...] [--out DIR] [InductionConfig options]
+    diffvm exec FILE                          # a Learning-to-Execute snippet (exec_cli.py)
+    diffvm train TASK [options] | eval RUN | inspect RUN    (run_cli.py)
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from diffvm.controllers.checkpoint import CheckpointError
 from diffvm.controllers.exec_cli import add_exec_parser, run_exec
 from diffvm.controllers.induce import InductionConfig, InductionResult, evaluate_program, induce
-from diffvm.tasks import FAMILY, ArithmeticTask
+from diffvm.controllers.model import ModelConfig
+from diffvm.controllers.trainer import TrainConfig
+from diffvm.tasks import FAMILY, TASKS, ArithmeticTask
 
 __all__ = ["main", "add_config_arguments", "config_from_args", "run_demo"]
 
@@ -124,7 +129,7 @@ def _summary_line(summary: dict) -> str:
             f"10x larger inputs: {', '.join(parts)}; {summary['steps']} updates, {summary['seconds']} s")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(task: str | None = None) -> argparse.ArgumentParser:
     try:
         v = version("diffvm")
     except PackageNotFoundError:
@@ -143,14 +148,46 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_arguments(demo, InductionConfig)
     add_exec_parser(sub)
+    from diffvm.controllers.run_cli import add_run_parsers  # imports matplotlib: only when building the parser
+
+    add_run_parsers(sub, task, add_config_arguments)
     return parser
 
 
+def _train_task(argv: Sequence[str]) -> str | None:
+    """The task `train` is asked for, so that the parser can offer that task's own options."""
+    if "train" not in argv:
+        return None
+    quiet = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    sub = quiet.add_subparsers(dest="command")
+    train = sub.add_parser("train", add_help=False, exit_on_error=False)
+    train.add_argument("task", nargs="?")
+    for flag in ("--run-dir", *(f"--{f.name.replace('_', '-')}" for cls in (ModelConfig, TrainConfig)
+                            for f in dataclasses.fields(cls) if f.type not in ("bool", bool))):
+        train.add_argument(flag)
+    try:
+        known, _ = quiet.parse_known_args([a for a in argv if a not in ("-h", "--help")])
+    except (argparse.ArgumentError, SystemExit):
+        return None
+    return getattr(known, "task", None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    task = _train_task(argv)
+    parser = _parser(task)
+    if task is not None and task not in TASKS and not {"-h", "--help"} & set(argv):
+        parser.exit(2, f"diffvm train: error: unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}\n")
     args = parser.parse_args(argv)
     if args.command == "exec":
         return run_exec(args)
+    if args.command in ("train", "eval", "inspect"):
+        from diffvm.controllers.run_cli import run_command
+
+        try:
+            return run_command(args, config_from_args)
+        except (ValueError, CheckpointError) as e:
+            parser.exit(2, f"diffvm {args.command}: error: {e}\n")
     try:
         cfg = config_from_args(InductionConfig, args)
         summary = run_demo(cfg, args.functions, args.out, quiet=args.quiet)
