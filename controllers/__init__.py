@@ -1,5 +1,7 @@
-"""diffvm.controllers: controllers that write programs, induction strategies, the command line."""
+"""diffvm.controllers: the learners (program controllers, the memory-augmented model), induction
+strategies, the trainer and its checkpoints, and the command line."""
 
+from diffvm.controllers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from diffvm.controllers.induce import (
     InductionConfig,
     InductionResult,
@@ -8,7 +10,11 @@ from diffvm.controllers.induce import (
     greedy_program,
     induce,
 )
+from diffvm.controllers.model import MEMORIES, MemoryModel, ModelConfig, ModelOutput, StepRecord
 from diffvm.controllers.program_controller import ProgramController, StepLogits
+from diffvm.controllers.trainer import Run, TrainConfig, evaluate, load_run, run_config, train
 
-__all__ = ["InductionConfig", "InductionResult", "ProgramController", "StepLogits",
-           "arithmetic_machine", "evaluate_program", "greedy_program", "induce"]
+__all__ = ["MEMORIES", "CheckpointError", "InductionConfig", "InductionResult", "MemoryModel", "ModelConfig",
+           "ModelOutput", "ProgramController", "Run", "StepLogits", "StepRecord", "TrainConfig",
+           "arithmetic_machine", "evaluate", "evaluate_program", "greedy_program", "induce", "load_checkpoint",
+           "load_run", "run_config", "save_checkpoint", "train"]

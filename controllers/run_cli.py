@@ -146,6 +146,11 @@ def recording(run, split: str, seed: int, *, mode: str = "eval") -> tuple[Record
     return rec, steps, data
 
 
+def _cells(values: torch.Tensor) -> str:
+    """A step's values as one character each: 0, 1, - for −1, ? for anything else."""
+    return "".join({0.0: "0", 1.0: "1", -1.0: "-"}.get(float(v), "?") for v in values.tolist())
+
+
 def _inspect(run, args: argparse.Namespace) -> int:
     run.task.check_split(args.split)
     rec, _, data = recording(run, args.split, args.seed)
@@ -155,18 +160,18 @@ def _inspect(run, args: argparse.Namespace) -> int:
     predicted = run.task.predict(hard.logits)[0]
     print(f"# {run.task.name}, {args.run} at update {run.update}; one example of split {args.split!r} "
           f"(seed {args.seed}), {data.inputs.shape[1]} input steps")
-    print("# discretised trace: t, ponder steps, scored?, target, discretised output")
+    print("# discretised trace: step, ponder steps, input, scored?, target, discretised output")
     for t in range(data.inputs.shape[1]):
-        target = "".join(str(int(v)) for v in data.targets[0, t].tolist())
-        got = "".join(str(int(v)) for v in predicted[t].tolist())
+        target, got = _cells(data.targets[0, t]), _cells(predicted[t])
         mark = "" if not data.mask[0, t] else ("ok" if target == got else "WRONG")
-        print(f"{t:4d}  {int(hard.steps[0, t]):2d}  {'scored' if data.mask[0, t] else '      '}  "
-              f"{target}  {got}  {mark}")
+        print(f"{t:4d}  {int(hard.steps[0, t]):2d}  {_cells(data.inputs[0, t])}  "
+              f"{'scored' if data.mask[0, t] else '      '}  {target}  {got}  {mark}")
     if run.model.machine is not None:
         print("# discretised program per input step (ponder steps run before halting)")
         for t in range(data.inputs.shape[1]):
             trace = [r.instruction for r in hard_steps if r.input_step == t][: int(hard.steps[0, t])]
-            print(f"t={t}: " + "; ".join(map(str, discretise(run.model.machine, trace).steps)))
+            steps = discretise(run.model.machine, trace).steps
+            print(f"t={t}: " + "; ".join(f"s{n} = {step}" for n, step in enumerate(steps, start=1)))
     out_dir = args.out or args.run / "inspect"
     for path in save_pictures(rec, out_dir):
         print(f"saved {path}")
