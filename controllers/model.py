@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from diffvm.interp import Instruction, Machine, MachineState, OpSet, Vector
+from diffvm.interp import Instruction, Machine, MachineState, OpSet, Scalar, Vector
 from diffvm.interp.device import Device, hard_choice, hard_gate
 from diffvm.interp.halting import act, halting_unit, ponder, ponder_sample, pondernet_loss
 from diffvm.memory import (
@@ -139,7 +139,11 @@ class ModelOutput(NamedTuple):
 
 
 class StepRecord(NamedTuple):
-    """One ponder step of example 0, kept when `forward(record=...)` is given a list."""
+    """Example 0's values at one ponder step, kept when `forward(record=...)` is given a list.
+
+    Every ponder step the batch runs is recorded: under ACT, also those after example 0 halted
+    (whose weight is 0); `inspect` replays a batch of one, where the two agree.
+    """
 
     input_step: int  # t, 0-based
     controller_input: torch.Tensor  # (C,)
@@ -174,9 +178,20 @@ class MemoryModel(nn.Module):
         device = factory(cfg) if factory else None
         self.memory = device if device is not None and not cfg.machine_memory else None
         self.machine: Machine | None = None
+        if cfg.machine_memory and not device.ops():
+            raise ValueError(f"ModelConfig.machine_memory = True: memory {cfg.memory!r} exposes no machine ops; "
+                             f"use one of {', '.join(m for m, f in MEMORIES.items() if f and f(cfg).ops())}")
+        # the machine reads x_t whole (a Vector[I]) and, when its ops read Scalars, each x_t[i] too
+        self.scalar_inputs = False
         if cfg.op_names:
-            opset = OpSet(cfg.op_names)
-            self.machine = Machine(opset, {"x": Vector[input_size]}, opset.output_types[0],
+            try:
+                opset = OpSet(cfg.op_names)
+            except KeyError as e:
+                raise ValueError(f"ModelConfig.ops = {cfg.ops!r}: {e.args[0]}") from None
+            self.scalar_inputs = any(t == Scalar for t, _ in opset.slots)
+            inputs = {"x": Vector[input_size], **({f"x{i}": Scalar for i in range(input_size)}
+                                                  if self.scalar_inputs else {})}
+            self.machine = Machine(opset, inputs, opset.output_types[0],
                                    devices={MACHINE_DEVICE: device} if cfg.machine_memory else None)
             # the machine's devices are parameters of the model too
             self.machine_devices = nn.ModuleDict(self.machine.devices)
@@ -273,7 +288,8 @@ class MemoryModel(nn.Module):
         """The machine before an input step: sources x, constants, and the carried registers as s0."""
         if self.machine is None:
             return None
-        state = self.machine.initial_state({"x": x}, carry.registers["devices"])
+        inputs = {"x": x, **({f"x{i}": x[:, i] for i in range(x.shape[1])} if self.scalar_inputs else {})}
+        state = self.machine.initial_state(inputs, carry.registers["devices"])
         tapes = {t: torch.cat([tape[:, :-1], carry.registers[str(t)].unsqueeze(1)], dim=1)  # (B, S, *shape)
                  for t, tape in state.tapes.items()}
         return MachineState(0, tapes, state.devices)
@@ -290,6 +306,13 @@ class MemoryModel(nn.Module):
             return y, halt, carry
 
         return step
+
+    def check_length(self, steps: int) -> None:
+        """Raise `ValueError` if sequences of `steps` input steps do not fit the memory."""
+        rows = steps * self.cfg.max_ponder
+        if self.cfg.memory in ("stack", "queue", "deque") and rows > self.cfg.memory_slots:
+            raise ValueError(f"ModelConfig.memory_slots = {self.cfg.memory_slots}: a {self.cfg.memory} keeps a row "
+                             f"per ponder step, and {steps} input steps × max_ponder {self.cfg.max_ponder} need {rows}")
 
     # --- a whole sequence ----------------------------------------------------------------------
     def forward(self, inputs: torch.Tensor, *, mode: str = "train", generator: torch.Generator | None = None,
@@ -311,6 +334,7 @@ class MemoryModel(nn.Module):
         if mode not in ("train", "eval", "hard"):
             raise ValueError(f"mode must be 'train', 'eval' or 'hard', got {mode!r}")
         batch, steps = inputs.shape[:2]
+        self.check_length(steps)
         carry = self.initial_carry(batch, device=inputs.device, dtype=inputs.dtype)
         halting, cap, hard = self.cfg.halting, self.cfg.max_ponder, mode == "hard"
         logits, counts, costs, step_logits, weights = [], [], [], [], []

@@ -173,6 +173,9 @@ def finished_run(tmp_path_factory):
     (["train", *TINY, "--memory", "tape"], "ModelConfig.memory = 'tape'"),
     (["train", *TINY, "--max-length", "0"], "CopyConfig"),
     (["train", *TINY, "--lr", "-1"], "TrainConfig.lr = -1.0"),
+    (["train", *TINY, "--memory", "stack", "--memory-slots", "5"], "ModelConfig.memory_slots = 5"),  # 13 steps
+    (["train", *TINY, "--memory", "dnc", "--ops", "arith::add", "--machine-memory"], "exposes no machine ops"),
+    (["train", *TINY, "--ops", "arith::nosuch"], "arith::nosuch"),
 ])
 def test_bad_command_lines_are_named_and_touch_nothing(argv, message, finished_run, capsys):
     root = finished_run.parent
