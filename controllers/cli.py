@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import inspect
 import json
+import os
 import re
 import sys
 import time
@@ -173,6 +174,14 @@ def _train_task(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `diffvm inspect RUN | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout at exit
+        return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     task = _train_task(argv)
     parser = _parser(task)
