@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from diffvm.tasks.base import Batch, SequenceTask, register_task
+from diffvm.tasks.base import Batch, GrowingTask, SequenceTask, register_task
 
 __all__ = ["Copy", "CopyConfig", "Parity", "ParityConfig"]
 
@@ -69,11 +69,6 @@ def _check_field(config: str, field: str, value, ok: bool, expected: str) -> Non
         raise ValueError(f"{config}.{field} = {value!r}: must be {expected}")
 
 
-def _check_batch(task: str, batch: int) -> None:
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"task {task!r}: batch = {batch!r}: must be an int ≥ 1")
-
-
 def _batch(inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> Batch:
     return Batch(torch.from_numpy(inputs).float(), torch.from_numpy(targets).float(), torch.from_numpy(mask).float())
 
@@ -106,7 +101,7 @@ class CopyConfig:
 
 
 @register_task
-class Copy(SequenceTask):
+class Copy(GrowingTask):
     """NTM copy: see the module docstring for the layout of a batch.
 
     Inputs (B, T, I) with I = width + 1, targets (B, T, O) with O = width, mask (B, T), where
@@ -119,7 +114,7 @@ class Copy(SequenceTask):
 
     def __init__(self, config: CopyConfig | None = None):
         super().__init__(config)
-        self._split_lengths = {f"{COPY_SPLIT_PREFIX}{n}": n for n in self.config.parsed_eval_lengths()}
+        self._split_lengths = {f"{COPY_SPLIT_PREFIX}{n}": (n, n) for n in self.config.parsed_eval_lengths()}
 
     @property
     def input_size(self) -> int:
@@ -129,37 +124,16 @@ class Copy(SequenceTask):
     def output_size(self) -> int:
         return self.config.width
 
-    @property
-    def levels(self) -> int:
-        """One level per `curriculum_step` of growth in the longest length, the last one capped."""
+    def knob_bounds(self) -> tuple[int, int, int]:
+        """The knob is the sequence length L, drawn once per batch."""
         c = self.config
-        return 1 + -(-(c.max_length - c.min_length) // c.curriculum_step)  # 1 + ceil(span / step)
+        return c.min_length, c.max_length, c.curriculum_step
 
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return ("train", *self._split_lengths)
+    def split_ranges(self) -> dict[str, tuple[int, int]]:
+        """"length{L}": every sequence L long."""
+        return self._split_lengths
 
-    def length_range(self, level: int | None = None) -> tuple[int, int]:
-        """(shortest, longest) training length at curriculum `level` (None: the last level)."""
-        level = self.check_level(level)
-        c = self.config
-        return c.min_length, min(c.min_length + level * c.curriculum_step, c.max_length)
-
-    def sample(self, rng: np.random.Generator, batch: int, level: int | None = None) -> Batch:
-        """A batch of one length L, uniform in `length_range(level)`, drawn once for the batch."""
-        _check_batch(self.name, batch)
-        lo, hi = self.length_range(level)
-        return self._episodes(rng, batch, int(rng.integers(lo, hi + 1)))
-
-    def sample_split(self, rng: np.random.Generator, batch: int, split: str) -> Batch:
-        """Split "train" is `sample` at the last level; "length{L}" has every sequence L long."""
-        self.check_split(split)
-        if split == "train":
-            return self.sample(rng, batch)
-        _check_batch(self.name, batch)
-        return self._episodes(rng, batch, self._split_lengths[split])
-
-    def _episodes(self, rng: np.random.Generator, batch: int, length: int) -> Batch:
+    def episodes(self, rng: np.random.Generator, batch: int, length: int) -> Batch:
         """`batch` episodes of `length` vectors each (module docstring's table)."""
         width, steps = self.config.width, 2 * length + 1
         vectors = rng.integers(0, 2, size=(batch, length, width), dtype=np.int8)  # (B, L, O) fair coins
@@ -230,7 +204,7 @@ class Parity(SequenceTask):
     def sample(self, rng: np.random.Generator, batch: int, level: int | None = None) -> Batch:
         """Vectors with k uniform in [min_ones, max_ones] nonzero entries (one level only)."""
         self.check_level(level)
-        _check_batch(self.name, batch)
+        self.check_batch(batch)
         return self._examples(rng, batch, self.config.min_ones, self.config.max_ones)
 
     def sample_split(self, rng: np.random.Generator, batch: int, split: str) -> Batch:
@@ -238,7 +212,7 @@ class Parity(SequenceTask):
         self.check_split(split)
         if split == "train":
             return self.sample(rng, batch)
-        _check_batch(self.name, batch)
+        self.check_batch(batch)
         return self._examples(rng, batch, *self._split_ones[split])
 
     def _examples(self, rng: np.random.Generator, batch: int, lo: int, hi: int) -> Batch:

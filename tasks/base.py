@@ -27,7 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Batch", "Curriculum", "SequenceTask", "TASKS", "get_task", "register_task"]
+__all__ = ["Batch", "Curriculum", "GrowingTask", "SequenceTask", "TASKS", "curriculum_levels", "curriculum_top",
+           "get_task", "register_task"]
 
 # Curriculum defaults: advance a level when the mean exact-match accuracy of the last
 # `CURRICULUM_WINDOW` training batches reaches `CURRICULUM_THRESHOLD` (DNC lessons end at 90 %).
@@ -103,6 +104,10 @@ class SequenceTask(ABC):
         if split not in self.splits:
             raise ValueError(f"task {self.name!r} has no split {split!r}; its splits: {', '.join(self.splits)}")
 
+    def check_batch(self, batch: int) -> None:
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"task {self.name!r}: batch = {batch!r}: must be an int ≥ 1")
+
     def check_level(self, level: int | None) -> int:
         level = self.levels - 1 if level is None else level
         if not 0 <= level < self.levels:
@@ -147,6 +152,69 @@ class SequenceTask(ABC):
             wrong = (logits.argmax(-1) != batch.targets.argmax(-1)) & mask  # (B, T)
             scored = mask.sum().clamp(min=1)
             return {"accuracy": 1 - (wrong.sum() / scored).item(), "exact": (~wrong.any(1)).float().mean().item()}
+
+
+def curriculum_levels(low: int, high: int, step: int) -> int:
+    """1 + ceil((high − low) / step): one level per `step` of growth of a knob's top, low to high."""
+    return 1 + -(-(high - low) // step)
+
+
+def curriculum_top(low: int, high: int, step: int, level: int) -> int:
+    """The largest knob value drawn at curriculum `level`: the top grows by `step` a level, capped."""
+    return min(low + level * step, high)
+
+
+class GrowingTask(SequenceTask):
+    """A task whose difficulty is one integer knob drawn once per batch (a length, a number of items).
+
+    Curriculum level k draws the knob uniformly from [low, low + k·step] (the last level up to
+    high); each split other than "train" draws it from its own range. Subclasses give
+    `knob_bounds()`, `split_ranges()` and `episodes()`; `draw` may restrict the values drawn.
+    """
+
+    @abstractmethod
+    def knob_bounds(self) -> tuple[int, int, int]:
+        """(low, high, step) of the knob over training and the curriculum."""
+
+    @abstractmethod
+    def split_ranges(self) -> dict[str, tuple[int, int]]:
+        """Each evaluation split's (lowest, highest) knob value, in order."""
+
+    @abstractmethod
+    def episodes(self, rng: np.random.Generator, batch: int, value: int) -> Batch:
+        """A batch whose knob is `value`."""
+
+    def draw(self, rng: np.random.Generator, low: int, high: int) -> int:
+        """A knob value uniform in [low, high]."""
+        return int(rng.integers(low, high + 1))
+
+    @property
+    def levels(self) -> int:
+        low, high, step = self.knob_bounds()
+        return curriculum_levels(low, high, step)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("train", *self.split_ranges())
+
+    def knob_range(self, level: int | None = None) -> tuple[int, int]:
+        """(lowest, highest) knob value drawn at curriculum `level` (None: the last level)."""
+        level = self.check_level(level)
+        low, high, step = self.knob_bounds()
+        return low, curriculum_top(low, high, step, level)
+
+    def sample(self, rng: np.random.Generator, batch: int, level: int | None = None) -> Batch:
+        """A batch whose knob is drawn once, uniform in `knob_range(level)`."""
+        self.check_batch(batch)
+        return self.episodes(rng, batch, self.draw(rng, *self.knob_range(level)))
+
+    def sample_split(self, rng: np.random.Generator, batch: int, split: str) -> Batch:
+        """Split "train" is `sample` at the last level; another draws the knob from its range."""
+        self.check_split(split)
+        if split == "train":
+            return self.sample(rng, batch)
+        self.check_batch(batch)
+        return self.episodes(rng, batch, self.draw(rng, *self.split_ranges()[split]))
 
 
 class Curriculum:

@@ -52,7 +52,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from diffvm.tasks.algorithmic import _batch, _check_batch, _check_field, _parse_lengths
+from diffvm.tasks.algorithmic import _batch, _check_field, _parse_lengths
 from diffvm.tasks.base import Batch, SequenceTask, register_task
 
 __all__ = ["AnB2n", "AnBmCnm", "AnBn", "AnBnCn", "AnBnCnDn", "CountingLanguage", "LanguageConfig"]
@@ -142,7 +142,7 @@ class CountingLanguage(SequenceTask):
 
     def sample(self, rng: np.random.Generator, batch: int, level: int | None = None) -> Batch:
         """A batch whose strings each draw n (and m) uniform in `n_range(level)`."""
-        _check_batch(self.name, batch)
+        self.check_batch(batch)
         return self._sequences(rng, batch, *self.n_range(level))
 
     def sample_split(self, rng: np.random.Generator, batch: int, split: str) -> Batch:
@@ -150,7 +150,7 @@ class CountingLanguage(SequenceTask):
         self.check_split(split)
         if split == "train":
             return self.sample(rng, batch)
-        _check_batch(self.name, batch)
+        self.check_batch(batch)
         return self._sequences(rng, batch, *self._split_n[split])
 
     def _sequences(self, rng: np.random.Generator, batch: int, lo: int, hi: int) -> Batch:

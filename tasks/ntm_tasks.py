@@ -61,8 +61,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from diffvm.tasks.algorithmic import _batch, _check_batch, _check_field, _parse_lengths
-from diffvm.tasks.base import Batch, SequenceTask, register_task
+from diffvm.tasks.algorithmic import _batch, _check_field, _parse_lengths
+from diffvm.tasks.base import Batch, GrowingTask, SequenceTask, curriculum_levels, curriculum_top, register_task
 
 __all__ = [
     "AssociativeRecall", "AssociativeRecallConfig", "PrioritySort", "PrioritySortConfig", "RepeatCopy",
@@ -74,16 +74,6 @@ REPEATS_SPLIT_PREFIX = "repeats"  # repeat_copy split "repeats20": every sequenc
 ITEMS_SPLIT_PREFIX = "items"  # associative_recall split "items12": every episode 12 items long
 MIN_RECALL_ITEMS = 2  # the query is one of the first n − 1 items, so an episode needs two
 PRIORITY_RANGE = (-1.0, 1.0)  # §4.5: priorities uniform in [−1, 1]
-
-
-def _curriculum_levels(lo: int, hi: int, step: int) -> int:
-    """1 + ceil((hi − lo) / step): one level per `step` of growth in the top of [lo, hi]."""
-    return 1 + -(-(hi - lo) // step)
-
-
-def _curriculum_top(lo: int, hi: int, step: int, level: int) -> int:
-    """The largest value drawn at curriculum `level`: the top grows by `step` a level, capped."""
-    return min(lo + level * step, hi)
 
 
 def _fair_bits(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -157,7 +147,7 @@ class RepeatCopy(SequenceTask):
     def levels(self) -> int:
         """One level per `curriculum_step` of growth in the longest length, the last one capped."""
         c = self.config
-        return _curriculum_levels(c.min_length, c.max_length, c.curriculum_step)
+        return curriculum_levels(c.min_length, c.max_length, c.curriculum_step)
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -167,7 +157,7 @@ class RepeatCopy(SequenceTask):
         """(shortest, longest) training length at curriculum `level` (None: the last level)."""
         level = self.check_level(level)
         c = self.config
-        return c.min_length, _curriculum_top(c.min_length, c.max_length, c.curriculum_step, level)
+        return c.min_length, curriculum_top(c.min_length, c.max_length, c.curriculum_step, level)
 
     def count_input(self, repeats: int) -> float:
         """The count channel for `repeats`: (c − μ) / σ over the uniform training counts (§4.2)."""
@@ -180,7 +170,7 @@ class RepeatCopy(SequenceTask):
     def sample(self, rng: np.random.Generator, batch: int, level: int | None = None) -> Batch:
         """A batch of one length L, uniform in `length_range(level)`, and one count c, uniform in
         [min_repeats, max_repeats], both drawn once for the batch."""
-        _check_batch(self.name, batch)
+        self.check_batch(batch)
         lo, hi = self.length_range(level)
         length = int(rng.integers(lo, hi + 1))
         return self._episodes(rng, batch, length, self._training_repeats(rng))
@@ -191,7 +181,7 @@ class RepeatCopy(SequenceTask):
         self.check_split(split)
         if split == "train":
             return self.sample(rng, batch)
-        _check_batch(self.name, batch)
+        self.check_batch(batch)
         c = self.config
         if split in self._split_lengths:
             return self._episodes(rng, batch, self._split_lengths[split], self._training_repeats(rng))
@@ -253,7 +243,7 @@ class AssociativeRecallConfig:
 
 
 @register_task
-class AssociativeRecall(SequenceTask):
+class AssociativeRecall(GrowingTask):
     """NTM associative recall: see the module docstring for the layout of a batch.
 
     Inputs (B, T, I) with I = width + 2, targets (B, T, O) with O = width, mask (B, T), where
@@ -266,7 +256,7 @@ class AssociativeRecall(SequenceTask):
 
     def __init__(self, config: AssociativeRecallConfig | None = None):
         super().__init__(config)
-        self._split_items = {f"{ITEMS_SPLIT_PREFIX}{n}": n for n in self.config.parsed_eval_items()}
+        self._split_items = {f"{ITEMS_SPLIT_PREFIX}{n}": (n, n) for n in self.config.parsed_eval_items()}
 
     @property
     def input_size(self) -> int:
@@ -276,37 +266,16 @@ class AssociativeRecall(SequenceTask):
     def output_size(self) -> int:
         return self.config.width
 
-    @property
-    def levels(self) -> int:
-        """One level per `curriculum_step` of growth in the most items, the last one capped."""
+    def knob_bounds(self) -> tuple[int, int, int]:
+        """The knob is the number of items n, drawn once per batch."""
         c = self.config
-        return _curriculum_levels(c.min_items, c.max_items, c.curriculum_step)
+        return c.min_items, c.max_items, c.curriculum_step
 
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return ("train", *self._split_items)
+    def split_ranges(self) -> dict[str, tuple[int, int]]:
+        """"items{n}": every episode n items long."""
+        return self._split_items
 
-    def items_range(self, level: int | None = None) -> tuple[int, int]:
-        """(fewest, most) training items at curriculum `level` (None: the last level)."""
-        level = self.check_level(level)
-        c = self.config
-        return c.min_items, _curriculum_top(c.min_items, c.max_items, c.curriculum_step, level)
-
-    def sample(self, rng: np.random.Generator, batch: int, level: int | None = None) -> Batch:
-        """A batch of one item count n, uniform in `items_range(level)`, drawn once for the batch."""
-        _check_batch(self.name, batch)
-        lo, hi = self.items_range(level)
-        return self._episodes(rng, batch, int(rng.integers(lo, hi + 1)))
-
-    def sample_split(self, rng: np.random.Generator, batch: int, split: str) -> Batch:
-        """Split "train" is `sample` at the last level; "items{n}" has every episode n items long."""
-        self.check_split(split)
-        if split == "train":
-            return self.sample(rng, batch)
-        _check_batch(self.name, batch)
-        return self._episodes(rng, batch, self._split_items[split])
-
-    def _episodes(self, rng: np.random.Generator, batch: int, items: int) -> Batch:
+    def episodes(self, rng: np.random.Generator, batch: int, items: int) -> Batch:
         """`batch` episodes of `items` items each (module docstring's table)."""
         width, k = self.config.width, self.config.item_length
         query = items * (k + 1)  # the query delimiter's step
@@ -376,7 +345,7 @@ class PrioritySort(SequenceTask):
     def sample(self, rng: np.random.Generator, batch: int, level: int | None = None) -> Batch:
         """A batch of the one training distribution (one level only)."""
         self.check_level(level)
-        _check_batch(self.name, batch)
+        self.check_batch(batch)
         return self._episodes(rng, batch)
 
     def sample_split(self, rng: np.random.Generator, batch: int, split: str) -> Batch:

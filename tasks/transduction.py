@@ -42,8 +42,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from diffvm.tasks.algorithmic import _batch, _check_batch, _check_field
-from diffvm.tasks.base import Batch, SequenceTask, register_task
+from diffvm.tasks.algorithmic import _batch, _check_field
+from diffvm.tasks.base import Batch, GrowingTask, register_task
 
 __all__ = ["BigramFlip", "Reversal", "SymbolCopy", "Transduction", "TransductionConfig"]
 
@@ -71,7 +71,7 @@ class TransductionConfig:
         _check_field(name, "curriculum_step", self.curriculum_step, self.curriculum_step >= 1, "≥ 1")
 
 
-class Transduction(SequenceTask):
+class Transduction(GrowingTask):
     """A transduction task: see the module docstring for the layout of a batch.
 
     Inputs (B, T, I) with I = vocabulary + 1, one-hot targets (B, T, O) with O = vocabulary,
@@ -106,42 +106,21 @@ class Transduction(SequenceTask):
     def output_size(self) -> int:
         return self.config.vocabulary
 
-    @property
-    def levels(self) -> int:
-        """One level per `curriculum_step` of growth in the longest length, the last one capped."""
+    def knob_bounds(self) -> tuple[int, int, int]:
+        """The knob is the source length L, drawn once per batch."""
         c = self.config
-        return 1 + -(-(c.max_length - c.min_length) // c.curriculum_step)  # 1 + ceil(span / step)
+        return c.min_length, c.max_length, c.curriculum_step
 
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return ("train", LONG_SPLIT)
+    def split_ranges(self) -> dict[str, tuple[int, int]]:
+        """"long": L uniform in [max_length + 1, eval_max_length]."""
+        return {LONG_SPLIT: (self.config.max_length + 1, self.config.eval_max_length)}
 
-    def length_range(self, level: int | None = None) -> tuple[int, int]:
-        """(shortest, longest) training length at curriculum `level` (None: the last level)."""
-        level = self.check_level(level)
-        c = self.config
-        return c.min_length, min(c.min_length + level * c.curriculum_step, c.max_length)
-
-    def sample(self, rng: np.random.Generator, batch: int, level: int | None = None) -> Batch:
-        """A batch of one length L, uniform in `length_range(level)`, drawn once for the batch."""
-        _check_batch(self.name, batch)
-        return self._episodes(rng, batch, self._length(rng, *self.length_range(level)))
-
-    def sample_split(self, rng: np.random.Generator, batch: int, split: str) -> Batch:
-        """Split "train" is `sample` at the last level; "long" has L uniform in [max_length + 1, eval_max_length]."""
-        self.check_split(split)
-        if split == "train":
-            return self.sample(rng, batch)
-        _check_batch(self.name, batch)
-        c = self.config
-        return self._episodes(rng, batch, self._length(rng, c.max_length + 1, c.eval_max_length))
-
-    def _length(self, rng: np.random.Generator, lo: int, hi: int) -> int:
-        """A length uniform over the multiples of `length_multiple` in [lo, hi]."""
+    def draw(self, rng: np.random.Generator, low: int, high: int) -> int:
+        """A length uniform over the multiples of `length_multiple` in [low, high]."""
         m = self.length_multiple
-        return m * int(rng.integers(-(-lo // m), hi // m + 1))  # multiples ceil(lo / m)·m … floor(hi / m)·m
+        return m * int(rng.integers(-(-low // m), high // m + 1))  # multiples ceil(low / m)·m … floor(high / m)·m
 
-    def _episodes(self, rng: np.random.Generator, batch: int, length: int) -> Batch:
+    def episodes(self, rng: np.random.Generator, batch: int, length: int) -> Batch:
         """`batch` episodes of sources `length` symbols long (module docstring's table)."""
         vocabulary, steps = self.config.vocabulary, 2 * length + 1
         one_hot = np.eye(vocabulary, dtype=np.float32)  # (V, V) row s: symbol s

@@ -1,12 +1,12 @@
 import argparse
 import dataclasses
-import random
 import re
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
+from task_checks import check_no_global_random_state, check_same_seed_same_batch
 
 from diffvm.controllers.cli import add_config_arguments, config_from_args
 from diffvm.tasks.algorithmic import Copy, CopyConfig, Parity, ParityConfig
@@ -94,9 +94,9 @@ def test_copy_splits_have_exactly_their_length():
 @pytest.mark.parametrize("min_length,max_length,step", [(1, 20, 4), (3, 10, 4), (5, 5, 2), (2, 9, 7)])
 def test_copy_curriculum_grows_the_longest_length_up_to_the_full_range(min_length, max_length, step):
     task = Copy(CopyConfig(width=1, min_length=min_length, max_length=max_length, curriculum_step=step))
-    ranges = [task.length_range(k) for k in range(task.levels)]
+    ranges = [task.knob_range(k) for k in range(task.levels)]
     assert ranges == [(min_length, min(min_length + k * step, max_length)) for k in range(task.levels)]
-    assert ranges[-1] == (min_length, max_length) == task.length_range(None)
+    assert ranges[-1] == (min_length, max_length) == task.knob_range(None)
     assert all(a[1] < b[1] for a, b in zip(ranges, ranges[1:]))  # strictly: no level repeats another
     rng = np.random.default_rng(0)
     for k, (lo, hi) in enumerate(ranges):
@@ -105,7 +105,7 @@ def test_copy_curriculum_grows_the_longest_length_up_to_the_full_range(min_lengt
 
 
 def test_copy_default_curriculum_has_six_levels():
-    assert [Copy().length_range(k)[1] for k in range(Copy().levels)] == [1, 5, 9, 13, 17, 20]
+    assert [Copy().knob_range(k)[1] for k in range(Copy().levels)] == [1, 5, 9, 13, 17, 20]
 
 
 # --- parity -------------------------------------------------------------------------------------
@@ -168,39 +168,12 @@ TASKS = {
 
 @pytest.mark.parametrize("name", TASKS)
 def test_the_same_seed_gives_the_same_batch(name):
-    task, split = TASKS[name]
-    for draw in (lambda rng: task.sample(rng, 4), lambda rng: task.sample_split(rng, 4, split)):
-        a, b, c = draw(np.random.default_rng(5)), draw(np.random.default_rng(5)), draw(np.random.default_rng(6))
-        assert all(torch.equal(x, y) for x, y in zip(a, b))
-        assert not (a.inputs.shape == c.inputs.shape and torch.equal(a.inputs, c.inputs))
-
-
-GLOBAL_SAMPLERS = {
-    np.random: ["random", "rand", "randn", "randint", "random_sample", "choice", "shuffle", "permutation",
-                "binomial", "uniform", "integers"],
-    torch: ["rand", "randn", "randint", "randperm", "bernoulli", "multinomial"],
-    random: ["random", "randint", "randrange", "choice", "shuffle", "sample", "getrandbits"],
-}
+    check_same_seed_same_batch(TASKS[name][0])
 
 
 @pytest.mark.parametrize("name", TASKS)
 def test_no_global_random_state_is_read(name, monkeypatch):
-    task, split = TASKS[name]
-    reference = task.sample(np.random.default_rng(9), 4), task.sample_split(np.random.default_rng(9), 4, split)
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("a global random number generator was used")
-
-    for module, names in GLOBAL_SAMPLERS.items():
-        for attr in names:
-            monkeypatch.setattr(module, attr, forbidden, raising=False)
-    state = np.random.get_state()
-    with torch.random.fork_rng():
-        np.random.seed(1234)
-        torch.manual_seed(1234)
-        again = task.sample(np.random.default_rng(9), 4), task.sample_split(np.random.default_rng(9), 4, split)
-    np.random.set_state(state)
-    assert all(torch.equal(x, y) for a, b in zip(reference, again) for x, y in zip(a, b))
+    check_no_global_random_state(TASKS[name][0], monkeypatch)
 
 
 @pytest.mark.parametrize("name", TASKS)

@@ -2,13 +2,13 @@ import argparse
 import dataclasses
 import json
 import math
-import random
 import re
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
+from task_checks import check_no_global_random_state, check_same_seed_same_batch
 
 from diffvm.controllers.cli import add_config_arguments, config_from_args
 from diffvm.controllers.model import ModelConfig
@@ -199,45 +199,12 @@ TASKS = {name: cls(LanguageConfig(max_n=6, eval_max_n=9, eval_n="11", strings_pe
 
 @pytest.mark.parametrize("name", TASKS)
 def test_the_same_seed_gives_the_same_batch(name):
-    task = TASKS[name]
-    for draw in (lambda rng: task.sample(rng, 4), lambda rng: task.sample_split(rng, 4, "long")):
-        a, b, c = draw(np.random.default_rng(5)), draw(np.random.default_rng(5)), draw(np.random.default_rng(6))
-        assert all(torch.equal(x, y) for x, y in zip(a, b))
-        assert not (a.inputs.shape == c.inputs.shape and torch.equal(a.inputs, c.inputs))
-
-
-GLOBAL_SAMPLERS = {
-    np.random: ["random", "rand", "randn", "randint", "random_sample", "choice", "shuffle", "permutation",
-                "binomial", "uniform", "integers"],
-    torch: ["rand", "randn", "randint", "randperm", "bernoulli", "multinomial"],
-    random: ["random", "randint", "randrange", "choice", "shuffle", "sample", "getrandbits"],
-}
+    check_same_seed_same_batch(TASKS[name])
 
 
 @pytest.mark.parametrize("name", TASKS)
 def test_no_global_random_state_is_read(name, monkeypatch):
-    task = TASKS[name]
-    splits = task.splits
-
-    def draw():
-        return [task.sample(np.random.default_rng(9), 4)] + [task.sample_split(np.random.default_rng(9), 4, s)
-                                                              for s in splits]
-
-    reference = draw()
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("a global random number generator was used")
-
-    for module, names in GLOBAL_SAMPLERS.items():
-        for attr in names:
-            monkeypatch.setattr(module, attr, forbidden, raising=False)
-    state = np.random.get_state()
-    with torch.random.fork_rng():
-        np.random.seed(1234)
-        torch.manual_seed(1234)
-        again = draw()
-    np.random.set_state(state)
-    assert all(torch.equal(x, y) for a, b in zip(reference, again) for x, y in zip(a, b))
+    check_no_global_random_state(TASKS[name], monkeypatch)
 
 
 @pytest.mark.parametrize("name", TASKS)

@@ -2,13 +2,13 @@ import argparse
 import dataclasses
 import json
 import math
-import random
 import re
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
+from task_checks import check_no_global_random_state, check_same_seed_same_batch
 
 from diffvm.controllers.cli import add_config_arguments, config_from_args
 from diffvm.controllers.model import ModelConfig
@@ -219,7 +219,7 @@ def test_associative_recall_query_is_uniform_among_all_but_the_last_item():
 def test_associative_recall_splits_and_levels_draw_their_item_counts():
     task = AssociativeRecall(AssociativeRecallConfig(width=1, item_length=1, max_items=6, eval_items="12, 3"))
     assert task.splits == ("train", "items12", "items3")
-    assert [task.items_range(k) for k in range(task.levels)] == [(2, 2), (2, 3), (2, 4), (2, 5), (2, 6)]
+    assert [task.knob_range(k) for k in range(task.levels)] == [(2, 2), (2, 3), (2, 4), (2, 5), (2, 6)]
     rng = np.random.default_rng(0)
     for k in range(task.levels):
         assert {_recall_items(task.sample(rng, 1, level=k), 1) for _ in range(80)} == set(range(2, k + 3)), k
@@ -227,7 +227,7 @@ def test_associative_recall_splits_and_levels_draw_their_item_counts():
     assert _recall_items(task.sample_split(rng, 2, "items12"), 1) == 12
     assert _recall_items(task.sample_split(rng, 2, "items3"), 1) == 3
     stepped = AssociativeRecall(AssociativeRecallConfig(min_items=2, max_items=7, curriculum_step=2))
-    assert [stepped.items_range(k)[1] for k in range(stepped.levels)] == [2, 4, 6, 7]
+    assert [stepped.knob_range(k)[1] for k in range(stepped.levels)] == [2, 4, 6, 7]
 
 
 # --- priority sort -----------------------------------------------------------------------------
@@ -293,39 +293,12 @@ TASKS = {
 
 @pytest.mark.parametrize("name", TASKS)
 def test_the_same_seed_gives_the_same_batch(name):
-    task, split = TASKS[name]
-    for draw in (lambda rng: task.sample(rng, 4), lambda rng: task.sample_split(rng, 4, split)):
-        a, b, c = draw(np.random.default_rng(5)), draw(np.random.default_rng(5)), draw(np.random.default_rng(6))
-        assert all(torch.equal(x, y) for x, y in zip(a, b))
-        assert not (a.inputs.shape == c.inputs.shape and torch.equal(a.inputs, c.inputs))
-
-
-GLOBAL_SAMPLERS = {
-    np.random: ["random", "rand", "randn", "randint", "random_sample", "choice", "shuffle", "permutation",
-                "binomial", "uniform", "integers"],
-    torch: ["rand", "randn", "randint", "randperm", "bernoulli", "multinomial"],
-    random: ["random", "randint", "randrange", "choice", "shuffle", "sample", "getrandbits", "uniform"],
-}
+    check_same_seed_same_batch(TASKS[name][0])
 
 
 @pytest.mark.parametrize("name", TASKS)
 def test_no_global_random_state_is_read(name, monkeypatch):
-    task, split = TASKS[name]
-    reference = task.sample(np.random.default_rng(9), 4), task.sample_split(np.random.default_rng(9), 4, split)
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("a global random number generator was used")
-
-    for module, names in GLOBAL_SAMPLERS.items():
-        for attr in names:
-            monkeypatch.setattr(module, attr, forbidden, raising=False)
-    state = np.random.get_state()
-    with torch.random.fork_rng():
-        np.random.seed(1234)
-        torch.manual_seed(1234)
-        again = task.sample(np.random.default_rng(9), 4), task.sample_split(np.random.default_rng(9), 4, split)
-    np.random.set_state(state)
-    assert all(torch.equal(x, y) for a, b in zip(reference, again) for x, y in zip(a, b))
+    check_no_global_random_state(TASKS[name][0], monkeypatch)
 
 
 @pytest.mark.parametrize("name", TASKS)

@@ -2,13 +2,13 @@ import argparse
 import dataclasses
 import json
 import math
-import random
 import re
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
+from task_checks import check_no_global_random_state, check_same_seed_same_batch
 
 from diffvm.controllers.cli import add_config_arguments, config_from_args
 from diffvm.controllers.model import ModelConfig
@@ -135,9 +135,9 @@ def test_the_default_long_split_is_the_papers_65_to_128():
 def test_curriculum_grows_the_longest_length_up_to_the_full_range(name, min_length, max_length, step):
     task = CLASSES[name](TransductionConfig(vocabulary=2, min_length=min_length, max_length=max_length,
                                             curriculum_step=step))
-    ranges = [task.length_range(k) for k in range(task.levels)]
+    ranges = [task.knob_range(k) for k in range(task.levels)]
     assert ranges == [(min_length, min(min_length + k * step, max_length)) for k in range(task.levels)]
-    assert ranges[-1] == (min_length, max_length) == task.length_range(None)
+    assert ranges[-1] == (min_length, max_length) == task.knob_range(None)
     assert all(a[1] < b[1] for a, b in zip(ranges, ranges[1:]))  # strictly: no level repeats another
     rng = np.random.default_rng(0)
     every = 2 if name == "bigram_flip" else 1
@@ -148,7 +148,7 @@ def test_curriculum_grows_the_longest_length_up_to_the_full_range(name, min_leng
 
 def test_default_curriculum_has_eight_levels_up_to_64():
     task = Reversal()
-    assert [task.length_range(k)[1] for k in range(task.levels)] == [8, 16, 24, 32, 40, 48, 56, 64]
+    assert [task.knob_range(k)[1] for k in range(task.levels)] == [8, 16, 24, 32, 40, 48, 56, 64]
 
 
 # --- protocol ----------------------------------------------------------------------------------
@@ -156,39 +156,12 @@ def test_default_curriculum_has_eight_levels_up_to_64():
 
 @pytest.mark.parametrize("name", CLASSES)
 def test_the_same_seed_gives_the_same_batch(name):
-    task = CLASSES[name](TINY)
-    for draw in (lambda rng: task.sample(rng, 4), lambda rng: task.sample_split(rng, 4, "long")):
-        a, b, c = draw(np.random.default_rng(5)), draw(np.random.default_rng(5)), draw(np.random.default_rng(6))
-        assert all(torch.equal(x, y) for x, y in zip(a, b))
-        assert not (a.inputs.shape == c.inputs.shape and torch.equal(a.inputs, c.inputs))
-
-
-GLOBAL_SAMPLERS = {
-    np.random: ["random", "rand", "randn", "randint", "random_sample", "choice", "shuffle", "permutation",
-                "binomial", "uniform", "integers"],
-    torch: ["rand", "randn", "randint", "randperm", "bernoulli", "multinomial"],
-    random: ["random", "randint", "randrange", "choice", "shuffle", "sample", "getrandbits"],
-}
+    check_same_seed_same_batch(CLASSES[name](TINY))
 
 
 @pytest.mark.parametrize("name", CLASSES)
 def test_no_global_random_state_is_read(name, monkeypatch):
-    task = CLASSES[name](TINY)
-    reference = task.sample(np.random.default_rng(9), 4), task.sample_split(np.random.default_rng(9), 4, "long")
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("a global random number generator was used")
-
-    for module, names in GLOBAL_SAMPLERS.items():
-        for attr in names:
-            monkeypatch.setattr(module, attr, forbidden, raising=False)
-    state = np.random.get_state()
-    with torch.random.fork_rng():
-        np.random.seed(1234)
-        torch.manual_seed(1234)
-        again = task.sample(np.random.default_rng(9), 4), task.sample_split(np.random.default_rng(9), 4, "long")
-    np.random.set_state(state)
-    assert all(torch.equal(x, y) for a, b in zip(reference, again) for x, y in zip(a, b))
+    check_no_global_random_state(CLASSES[name](TINY), monkeypatch)
 
 
 @pytest.mark.parametrize("name", CLASSES)
