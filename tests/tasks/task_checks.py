@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 import torch
 
 from diffvm.tasks.base import SequenceTask
@@ -52,3 +53,18 @@ def check_no_global_random_state(task: SequenceTask, monkeypatch) -> None:
         again = _draw_all(task, 9)
     np.random.set_state(state)
     assert _equal(reference, again)
+
+
+def check_bad_requests_refused(task: SequenceTask, split: str) -> None:
+    """A bad batch size, an unknown split and a level out of range are refused by name."""
+    rng = np.random.default_rng(0)
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match=f"task '{task.name}': batch = "):
+            task.sample(rng, bad)
+        with pytest.raises(ValueError, match=f"task '{task.name}': batch = "):
+            task.sample_split(rng, bad, split)
+    with pytest.raises(ValueError, match="has no split 'no_such_split'"):
+        task.sample_split(rng, 2, "no_such_split")
+    for level in (-1, task.levels):
+        with pytest.raises(ValueError, match=f"level {level} out of range"):
+            task.sample(rng, 2, level)

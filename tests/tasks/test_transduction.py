@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from task_checks import check_no_global_random_state, check_same_seed_same_batch
+from task_checks import check_bad_requests_refused, check_no_global_random_state, check_same_seed_same_batch
 
 from diffvm.controllers.cli import add_config_arguments, config_from_args
 from diffvm.controllers.model import ModelConfig
@@ -166,18 +166,7 @@ def test_no_global_random_state_is_read(name, monkeypatch):
 
 @pytest.mark.parametrize("name", CLASSES)
 def test_bad_batch_size_split_or_level_is_refused(name):
-    task = CLASSES[name](TINY)
-    rng = np.random.default_rng(0)
-    for bad in (0, -2, 1.5, True):
-        with pytest.raises(ValueError, match=f"task '{name}': batch = "):
-            task.sample(rng, bad)
-        with pytest.raises(ValueError, match="batch"):
-            task.sample_split(rng, bad, "long")
-    with pytest.raises(ValueError, match="has no split 'length100'"):
-        task.sample_split(rng, 2, "length100")
-    for level in (-1, task.levels):
-        with pytest.raises(ValueError, match=f"level {level} out of range"):
-            task.sample(rng, 2, level)
+    check_bad_requests_refused(CLASSES[name](TINY), "long")
 
 
 @pytest.mark.parametrize("name", CLASSES)
