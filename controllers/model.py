@@ -102,6 +102,13 @@ class ModelConfig:
         if self.halting != "none" and self.max_ponder < 2:
             raise ValueError(f"ModelConfig.max_ponder = {self.max_ponder}: halting {self.halting!r} needs ≥ 2")
 
+    def check_length(self, steps: int) -> None:
+        """Raise `ValueError` if sequences of `steps` input steps do not fit the memory."""
+        rows = steps * self.max_ponder
+        if self.memory in ("stack", "queue", "deque") and rows > self.memory_slots:
+            raise ValueError(f"ModelConfig.memory_slots = {self.memory_slots}: a {self.memory} keeps a row "
+                             f"per ponder step, and {steps} input steps × max_ponder {self.max_ponder} need {rows}")
+
     @property
     def op_names(self) -> list[str]:
         return [name.strip() for name in self.ops.split(",") if name.strip()]
@@ -307,13 +314,6 @@ class MemoryModel(nn.Module):
 
         return step
 
-    def check_length(self, steps: int) -> None:
-        """Raise `ValueError` if sequences of `steps` input steps do not fit the memory."""
-        rows = steps * self.cfg.max_ponder
-        if self.cfg.memory in ("stack", "queue", "deque") and rows > self.cfg.memory_slots:
-            raise ValueError(f"ModelConfig.memory_slots = {self.cfg.memory_slots}: a {self.cfg.memory} keeps a row "
-                             f"per ponder step, and {steps} input steps × max_ponder {self.cfg.max_ponder} need {rows}")
-
     # --- a whole sequence ----------------------------------------------------------------------
     def forward(self, inputs: torch.Tensor, *, mode: str = "train", generator: torch.Generator | None = None,
                 record: list | None = None) -> ModelOutput:
@@ -334,7 +334,7 @@ class MemoryModel(nn.Module):
         if mode not in ("train", "eval", "hard"):
             raise ValueError(f"mode must be 'train', 'eval' or 'hard', got {mode!r}")
         batch, steps = inputs.shape[:2]
-        self.check_length(steps)
+        self.cfg.check_length(steps)
         carry = self.initial_carry(batch, device=inputs.device, dtype=inputs.dtype)
         halting, cap, hard = self.cfg.halting, self.cfg.max_ponder, mode == "hard"
         logits, counts, costs, step_logits, weights = [], [], [], [], []

@@ -280,9 +280,8 @@ def train(config: dict, run_dir: Path | str, *, resume: bool = False, quiet: boo
     """
     run_dir = Path(run_dir)
     task, model_cfg, cfg = _build(config)
-    probe = MemoryModel(model_cfg, task.input_size, task.output_size)
     for split in task.splits:  # a memory too small for an evaluation split fails now, not after training
-        probe.check_length(task.sample_split(np.random.default_rng(0), 1, split).inputs.shape[1])
+        model_cfg.check_length(task.sample_split(np.random.default_rng(0), 1, split).inputs.shape[1])
     rank, world = _distributed()
     payload = _prepare(run_dir, config, resume)
     if payload is not None and len(payload["data_rng"]) != world:
