@@ -119,7 +119,7 @@ def recording(run, split: str, seed: int, *, mode: str = "eval") -> tuple[Record
     steps: list[StepRecord] = []
     with torch.no_grad():
         out = run.model(data.inputs, mode=mode, generator=torch.Generator().manual_seed(seed), record=steps)
-    probs = torch.sigmoid(out.logits[0]) if run.task.output_kind == "bits" else torch.softmax(out.logits[0], -1)
+    probs = run.task.probabilities(out.logits[0])
     weightings: dict[str, list[np.ndarray]] = {}
     for rec in steps:
         state = rec.device_state

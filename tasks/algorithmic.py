@@ -1,4 +1,4 @@
-"""Two algorithmic sequence tasks: NTM `copy` and ACT `parity`.
+"""Algorithmic sequence tasks: NTM `copy`, ACT `parity` and ACT `addition`.
 
 **copy** (Graves, Wayne & Danihelka 2014, "Neural Turing Machines", §4.1). An episode shows L
 random binary vectors of `width` bits (each bit a fair coin), then one delimiter step; during the
@@ -22,6 +22,20 @@ bit is 1 when the number of +1 entries is odd. PonderNet (Banino et al. 2021) tr
 k ∈ [1, 48] of 96 and tests on k ∈ [49, 96]: `ParityConfig(size=96, max_ones=48,
 eval_ones="49-96")`, whose extra split is "ones49-96".
 
+**addition** (Graves 2016, §3.3). A sequence of K numbers (K uniform in [min_numbers,
+max_numbers] per sequence), one per step, each of D digits (D uniform in [1, max_digits] per
+number, every digit uniform in 0 … 9, so a leading 0 may occur as in the paper). Input step t
+is the concatenation of D one-hot digit vectors, most significant first, zero-padded to
+I = 10·max_digits. The target at every step but the first is the cumulative sum of the numbers
+so far, as G = `sum_digits` simultaneous 11-way classifications: the sum's digits, most
+significant first, then class 10 (END, "the number is complete") in the unused positions, e.g.
+112 → 1 1 2 END END END (output_kind "classes", `class_groups` G, O = 11·G). There is no target
+at the first step (the paper's "no sums have yet been calculated"), so a sequence has at least
+two numbers by default. Sequences shorter than the batch's longest are padded with zero inputs
+and mask 0. `accuracy` is per digit, `exact` the paper's sequence accuracy (1 − its sequence
+error rate). Curriculum level k allows up to k + 1 digits per number; split "numbers{lo}-{hi}"
+has K uniform in [lo, hi] (more numbers than in training: longer sums to carry).
+
 Everything random comes from the injected `numpy.random.Generator`: the same seed gives the same
 batch, and no global random state is read.
 """
@@ -35,10 +49,14 @@ import torch
 
 from diffvm.tasks.base import Batch, GrowingTask, SequenceTask, register_task
 
-__all__ = ["Copy", "CopyConfig", "Parity", "ParityConfig"]
+__all__ = ["Addition", "AdditionConfig", "Copy", "CopyConfig", "Parity", "ParityConfig"]
 
 COPY_SPLIT_PREFIX = "length"  # split "length40": every sequence 40 vectors long
 PARITY_SPLIT_PREFIX = "ones"  # split "ones49-96": k uniform in [49, 96]
+ADDITION_SPLIT_PREFIX = "numbers"  # split "numbers6-9": 6 to 9 numbers per sequence
+DIGITS = 10  # one-hot classes of a decimal digit
+END = DIGITS  # addition's 11th output class: no digit here, the sum is complete
+ADDITION_MAX_NUMBERS = 99  # the most numbers a split may put in a sequence: keeps G, the sum's digits, sane
 
 
 def _parse_lengths(config: str, field: str, text: str) -> tuple[int, ...]:
@@ -228,3 +246,124 @@ class Parity(SequenceTask):
         inputs = vectors[:, None, :]  # (B, 1, I)
         targets = parity.astype(np.float32)[:, None, None]  # (B, 1, 1)
         return _batch(inputs, targets, np.ones((batch, 1), dtype=np.float32))
+
+
+# --- addition ----------------------------------------------------------------------------------
+
+
+@dataclass
+class AdditionConfig:
+    """Options of the addition task (module docstring)."""
+
+    min_numbers: int = 2  # fewest numbers in a sequence (the first step has no target)
+    max_numbers: int = 5  # most numbers in a training sequence (the paper: 5)
+    max_digits: int = 5  # most digits of a number (the paper: 5); I = 10·max_digits
+    eval_numbers: str = "6-9"  # comma-separated ranges of numbers per sequence, each a split "numbers{lo}-{hi}"
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming the first field out of range."""
+        name = type(self).__name__
+        _check_field(name, "min_numbers", self.min_numbers, self.min_numbers >= 2, "≥ 2 (the first step is unscored)")
+        _check_field(name, "max_numbers", self.max_numbers, self.max_numbers >= self.min_numbers, "≥ min_numbers")
+        _check_field(name, "max_digits", self.max_digits, self.max_digits >= 1, "≥ 1")
+        self.parsed_eval_numbers()
+
+    def parsed_eval_numbers(self) -> tuple[tuple[int, int], ...]:
+        """The (lo, hi) ranges of `eval_numbers`, in the order given (each within [2, 99])."""
+        ranges = _parse_ranges(type(self).__name__, "eval_numbers", self.eval_numbers, ADDITION_MAX_NUMBERS)
+        _check_field(type(self).__name__, "eval_numbers", self.eval_numbers, all(lo >= 2 for lo, _ in ranges),
+                     "ranges starting at ≥ 2")
+        return ranges
+
+    @property
+    def sum_digits(self) -> int:
+        """G, the digits of the largest sum any split can ask for (6 for the paper's 5 × 5 digits)."""
+        most = max([self.max_numbers, *(hi for _, hi in self.parsed_eval_numbers())])
+        return len(str(most * (10 ** self.max_digits - 1)))
+
+
+@register_task
+class Addition(SequenceTask):
+    """ACT addition: see the module docstring.
+
+    Inputs (B, T, I) with T the batch's longest sequence and I = 10·max_digits; targets
+    (B, T, 11·G) one-hot per digit group; mask (B, T), 1 from the second number to the last.
+    """
+
+    name = "addition"
+    Config = AdditionConfig
+    output_kind = "classes"
+
+    def __init__(self, config: AdditionConfig | None = None):
+        super().__init__(config)
+        self._split_numbers = {f"{ADDITION_SPLIT_PREFIX}{lo}-{hi}": (lo, hi)
+                               for lo, hi in self.config.parsed_eval_numbers()}
+        self.class_groups = self.config.sum_digits  # an instance value: G depends on the config
+
+    @property
+    def input_size(self) -> int:
+        return DIGITS * self.config.max_digits
+
+    @property
+    def output_size(self) -> int:
+        return (DIGITS + 1) * self.class_groups
+
+    @property
+    def levels(self) -> int:
+        return self.config.max_digits
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("train", *self._split_numbers)
+
+    def sample(self, rng: np.random.Generator, batch: int, level: int | None = None) -> Batch:
+        """Sequences of min_numbers … max_numbers numbers of up to level + 1 digits each."""
+        level = self.check_level(level)
+        self.check_batch(batch)
+        return self._sequences(rng, batch, self.config.min_numbers, self.config.max_numbers, level + 1)
+
+    def sample_split(self, rng: np.random.Generator, batch: int, split: str) -> Batch:
+        """Split "train" is `sample`; "numbers{lo}-{hi}" has lo … hi numbers of up to max_digits digits."""
+        self.check_split(split)
+        if split == "train":
+            return self.sample(rng, batch)
+        self.check_batch(batch)
+        return self._sequences(rng, batch, *self._split_numbers[split], self.config.max_digits)
+
+    def encode_sum(self, total: int) -> list[int]:
+        """The G target classes of a sum: its digits, most significant first, then END."""
+        digits = [int(d) for d in str(total)]
+        if len(digits) > self.class_groups:
+            raise ValueError(f"addition: the sum {total} has more than G = {self.class_groups} digits")
+        return digits + [END] * (self.class_groups - len(digits))
+
+    @staticmethod
+    def decode_sum(classes) -> int | None:
+        """The sum that G classes spell (digits up to the first END), or None when they spell none."""
+        digits = []
+        for c in (int(c) for c in classes):
+            if c == END:
+                break
+            digits.append(str(c))
+        return int("".join(digits)) if digits else None
+
+    def _sequences(self, rng: np.random.Generator, batch: int, lo: int, hi: int, max_digits: int) -> Batch:
+        """`batch` sequences, each of its own count of numbers in [lo, hi], digits up to `max_digits`."""
+        groups, width = self.class_groups, self.input_size
+        counts = rng.integers(lo, hi + 1, size=batch)  # (B,) K per sequence
+        steps = int(counts.max())
+        lengths = rng.integers(1, max_digits + 1, size=(batch, steps))  # (B, T) D per number
+        digits = rng.integers(0, DIGITS, size=(batch, steps, self.config.max_digits))  # (B, T, D_max)
+        inputs = np.zeros((batch, steps, width), dtype=np.float32)  # (B, T, I)
+        targets = np.zeros((batch, steps, groups * (DIGITS + 1)), dtype=np.float32)  # (B, T, O)
+        mask = np.zeros((batch, steps), dtype=np.float32)  # (B, T)
+        for b in range(batch):
+            total = 0
+            for t in range(int(counts[b])):
+                number = digits[b, t, :lengths[b, t]]  # (D,) most significant first
+                inputs[b, t, DIGITS * np.arange(len(number)) + number] = 1
+                total += int("".join(map(str, number)))
+                classes = self.encode_sum(total)
+                targets[b, t, (DIGITS + 1) * np.arange(groups) + np.array(classes)] = 1
+                mask[b, t] = t > 0  # no target at the first step
+        return _batch(inputs, targets, mask)

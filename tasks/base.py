@@ -13,8 +13,10 @@ or harder ones such as longer sequences).
         ...
 
 Outputs are logits (B, T, O). `output_kind` picks the loss and the default metrics:
-"bits" (independent sigmoid channels, targets in {0, 1}) or "classes" (a softmax over O
-classes, targets one-hot). Only the time steps where `mask` is 1 are scored.
+"bits" (independent sigmoid channels, targets in {0, 1}) or "classes" (softmaxes, targets
+one-hot). A "classes" task may answer several symbols at once: `class_groups` G splits the O
+outputs into G softmaxes of O / G classes each (ACT's addition answers 6 digits a step).
+Only the time steps where `mask` is 1 are scored.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class SequenceTask(ABC):
     name: ClassVar[str]
     Config: ClassVar[type]
     output_kind: ClassVar[str] = "bits"
+    class_groups: ClassVar[int] = 1  # "classes": G softmax groups side by side in a step's O outputs
 
     def __init__(self, config: Any = None):
         config = self.Config() if config is None else config
@@ -115,8 +118,12 @@ class SequenceTask(ABC):
         return level
 
     # --- scoring ----------------------------------------------------------------------------
+    def _grouped(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, O) -> (B, T, G, O / G): a "classes" step's outputs, one row per softmax group."""
+        return x.unflatten(-1, (self.class_groups, x.shape[-1] // self.class_groups))
+
     def step_loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """(B, T) the loss of every time step, zero where unscored (summed over a step's bits).
+        """(B, T) the loss of every time step, zero where unscored (summed over a step's bits or groups).
 
         Args:
             logits: (B, T, O) the model's outputs before the sigmoid / softmax.
@@ -124,34 +131,45 @@ class SequenceTask(ABC):
         if self.output_kind == "bits":
             per_step = F.binary_cross_entropy_with_logits(logits, batch.targets, reduction="none").sum(-1)
         else:
-            per_step = -(batch.targets * F.log_softmax(logits, dim=-1)).sum(-1)
+            log_p = F.log_softmax(self._grouped(logits), dim=-1)  # (B, T, G, C)
+            per_step = -(self._grouped(batch.targets) * log_p).sum((-1, -2))
         return per_step * batch.mask  # (B, T)
 
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         """(B,) each sequence's loss: summed over its scored steps, as the NTM papers do."""
         return self.step_loss(logits, batch).sum(1)
 
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, T, O) the model's output probabilities: sigmoids, or each group's softmax."""
+        if self.output_kind == "bits":
+            return torch.sigmoid(logits)
+        return torch.softmax(self._grouped(logits), -1).flatten(-2)
+
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
-        """(B, T, O) hard outputs: bits thresholded at 0.5, or the one-hot argmax class."""
+        """(B, T, O) hard outputs: bits thresholded at 0.5, or each group's one-hot argmax class."""
         if self.output_kind == "bits":
             return (logits > 0).to(logits.dtype)
-        return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+        grouped = self._grouped(logits)  # (B, T, G, C)
+        return F.one_hot(grouped.argmax(-1), grouped.shape[-1]).flatten(-2).to(logits.dtype)
 
     def metrics(self, logits: torch.Tensor, batch: Batch) -> dict[str, float]:
         """Accuracy figures of a batch.
 
         "bits": `bit_errors` (wrong bits per sequence, the NTM papers' figure) and `exact` (the
-        fraction of sequences without an error). "classes": `accuracy` (per scored step) and
-        `exact`.
+        fraction of sequences without an error). "classes": `accuracy` (per scored symbol: a step's
+        class, or each group's with several groups) and `exact` (sequences with every scored symbol
+        right).
         """
         with torch.no_grad():
             mask = batch.mask > 0  # (B, T)
             if self.output_kind == "bits":
                 errors = ((self.predict(logits) != batch.targets).sum(-1) * mask).sum(1)  # (B,)
                 return {"bit_errors": errors.float().mean().item(), "exact": (errors == 0).float().mean().item()}
-            wrong = (logits.argmax(-1) != batch.targets.argmax(-1)) & mask  # (B, T)
-            scored = mask.sum().clamp(min=1)
-            return {"accuracy": 1 - (wrong.sum() / scored).item(), "exact": (~wrong.any(1)).float().mean().item()}
+            wrong = self._grouped(logits).argmax(-1) != self._grouped(batch.targets).argmax(-1)  # (B, T, G)
+            wrong = wrong & mask.unsqueeze(-1)
+            scored = (mask.sum() * self.class_groups).clamp(min=1)
+            exact = (~wrong.flatten(1).any(1)).float().mean().item()
+            return {"accuracy": 1 - (wrong.sum() / scored).item(), "exact": exact}
 
 
 def curriculum_levels(low: int, high: int, step: int) -> int:
@@ -263,6 +281,8 @@ def register_task(cls: type[SequenceTask]) -> type[SequenceTask]:
         raise TypeError(f"task {cls.__name__}: Config must be a dataclass")
     if cls.output_kind not in ("bits", "classes"):
         raise ValueError(f"task {cls.__name__}: output_kind must be 'bits' or 'classes', got {cls.output_kind!r}")
+    if not (isinstance(cls.class_groups, int) and cls.class_groups >= 1):
+        raise ValueError(f"task {cls.__name__}: class_groups must be an int ≥ 1, got {cls.class_groups!r}")
     if cls.name in TASKS and TASKS[cls.name] is not cls:
         raise ValueError(f"a task named {cls.name!r} is already registered ({TASKS[cls.name].__qualname__})")
     TASKS[cls.name] = cls
