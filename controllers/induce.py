@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from diffvm.controllers.program_controller import ProgramController, StepLogits
-from diffvm.interp import Instruction, Machine, OpSet, Scalar
-from diffvm.programs import Program, discretise, run
+from diffvm.interp import Instruction, Machine, OpSet
+from diffvm.programs import Program, discretise
 from diffvm.tasks import ArithmeticTask
+from diffvm.tasks.nram import MemoryTask
 
 __all__ = ["InductionConfig", "InductionResult", "induce", "arithmetic_machine", "evaluate_program"]
 
@@ -108,15 +109,12 @@ class InductionResult:
 
 def arithmetic_machine(opset: OpSet | None = None) -> Machine:
     """The machine of the arithmetic family: Scalar inputs a, b, c; a Scalar result."""
-    opset = opset or OpSet(["arith::add", "arith::sub", "arith::mul"])
-    return Machine(opset, {n: Scalar for n in ArithmeticTask.input_names}, Scalar)
+    return ArithmeticTask.machine(opset)
 
 
 def evaluate_program(program: Program, task: ArithmeticTask, inputs: dict, target: np.ndarray) -> float:
     """Fraction of examples the hard interpreter answers exactly."""
-    names = list(inputs)
-    answers = [run(program, {n: float(inputs[n][i]) for n in names}) for i in range(len(target))]
-    return float(task.exact_match(np.array(answers), target).mean())
+    return task.exact(program, (inputs, target))
 
 
 def _temperature(cfg: InductionConfig, update: int) -> float:
@@ -153,10 +151,6 @@ def greedy_program(controller: ProgramController) -> Program:
     return discretise(controller.machine, trace)
 
 
-def _torch_inputs(inputs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {n: torch.as_tensor(v, dtype=torch.float32) for n, v in inputs.items()}
-
-
 def _soft_update(controller, machine, task, cfg, rng, gen, update) -> dict:
     tau = _temperature(cfg, update)
     steps = cfg.program_steps
@@ -172,9 +166,7 @@ def _soft_update(controller, machine, task, cfg, rng, gen, update) -> dict:
     with torch.random.fork_rng():  # gumbel_softmax draws from the global generator: seed it
         torch.manual_seed(int(torch.randint(2**31, (1,), generator=gen)))
         logits, trace = controller(decide, steps=steps)
-    inputs, target = task.sample(rng, cfg.batch)
-    out, _ = machine.run([i.expand(cfg.batch) for i in trace], _torch_inputs(inputs))
-    loss = F.smooth_l1_loss(out, torch.as_tensor(target, dtype=out.dtype))
+    loss = task.soft_fit(machine, [i.expand(cfg.batch) for i in trace], task.examples(rng, cfg.batch))
     entropy = _entropy(logits, tau).mean()
     return {"loss": loss - cfg.entropy * entropy, "fit": loss.item(), "temperature": tau}
 
@@ -207,13 +199,13 @@ class _Reinforce:
             for s, (x, p) in enumerate(zip(lg.operands, picks[1:])):
                 lp = F.log_softmax(x / tau, -1).gather(1, p[:, None]).squeeze(1)
                 logp = logp + torch.where(used[:, s], lp, torch.zeros_like(lp))
-        inputs, target = task.sample(rng, cfg.reward_inputs)
+        examples = task.examples(rng, cfg.reward_inputs)
         rewards, cache = [], {}
         for i in range(cfg.batch):
             program = discretise(machine, trace, example=i)
             key = program.steps
             if key not in cache:
-                cache[key] = evaluate_program(program, task, inputs, target) == 1.0
+                cache[key] = task.exact(program, examples) == 1.0
             rewards.append(float(cache[key]))
         reward = torch.tensor(rewards)
         advantage = reward - self.baseline
@@ -231,7 +223,7 @@ def _add_gradient_noise(params, cfg: InductionConfig, update: int, gen: torch.Ge
 
 
 def induce(
-    task: ArithmeticTask,
+    task: ArithmeticTask | MemoryTask,
     cfg: InductionConfig,
     *,
     machine: Machine | None = None,
@@ -241,20 +233,23 @@ def induce(
     """Train controllers (one per restart) until a discretised program is exact on training data.
 
     Args:
-        task: the function to learn.
+        task: what to learn: any object with `machine()`, `examples(rng, n)`, `exact(program,
+            examples)` (the hard interpreter's fraction right) and `soft_fit(machine,
+            instructions, examples)` (a differentiable loss), like `ArithmeticTask` and the
+            NRAM-style `MemoryTask`s.
         cfg: the strategy and its knobs.
-        machine: defaults to `arithmetic_machine()`.
+        machine: defaults to `task.machine()`.
         log: called with a metrics record (a JSON-able dict) at every check.
         progress: called with the number of updates just done.
     """
     cfg.validate()
-    machine = machine or arithmetic_machine()
+    machine = machine or task.machine()
     start = time.perf_counter()
     best = None  # (train accuracy, restart, updates, program, controller)
     total = 0
     seeds = np.random.SeedSequence(cfg.seed).spawn(cfg.restarts)
     check_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(cfg.restarts + 1)[-1])
-    check_inputs, check_target = task.sample(check_rng, SOLVED_CHECK_INPUTS)
+    check = task.examples(check_rng, SOLVED_CHECK_INPUTS)
     for restart, seq in enumerate(seeds):
         rng = np.random.default_rng(seq)
         gen = torch.Generator().manual_seed(int(seq.generate_state(1)[0]))
@@ -277,7 +272,7 @@ def induce(
                 progress(1)
             if done % cfg.check_every == 0 or done == cfg.updates:
                 program = greedy_program(controller)
-                accuracy = evaluate_program(program, task, check_inputs, check_target)
+                accuracy = task.exact(program, check)
                 if log:
                     log({"function": task.name, "restart": restart, "update": done,
                          "train_accuracy": accuracy, **metrics, "program": "; ".join(map(str, program.steps))})

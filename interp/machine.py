@@ -177,7 +177,9 @@ class Machine:
 
         Devices start from `devices[name]` where given (e.g. a memory holding the task's input),
         else from their `initial_state`. Registers take the inputs' dtype; a machine without
-        inputs (batch 1) takes `dtype`, by default torch's default dtype.
+        inputs takes its batch, dtype and torch device from the first tensor of the device states
+        given (an NRAM memory holding the task), else batch 1 and `dtype`, by default torch's
+        default dtype.
         """
         missing = [n for n in self.inputs if n not in inputs]
         extra = [n for n in inputs if n not in self.inputs]
@@ -186,7 +188,10 @@ class Machine:
                              f"expected {list(self.inputs)}")
         for n, t in self.inputs.items():
             t.check(inputs[n], what=f"machine input {n!r}")
-        first = inputs[next(iter(self.inputs))] if self.inputs else None
+        given = devices or {}
+        leaves = [x for state in given.values() for x in getattr(state, "_asdict", dict)().values()
+                  if isinstance(x, torch.Tensor) and x.is_floating_point()]
+        first = inputs[next(iter(self.inputs))] if self.inputs else (leaves[0] if leaves else None)
         batch = first.shape[0] if first is not None else 1
         device = first.device if first is not None else None
         dtype = first.dtype if first is not None else dtype or torch.get_default_dtype()
@@ -202,7 +207,6 @@ class Machine:
             ]
             fixed.append(t.initial(batch, device=device, dtype=dtype))  # s0
             tapes[t] = torch.stack(fixed, dim=1)  # (B, S, *shape)
-        given = devices or {}
         unknown = set(given) - set(self.devices)
         if unknown:
             raise ValueError(f"initial device states for unknown devices {sorted(unknown)}; "

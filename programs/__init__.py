@@ -3,11 +3,11 @@ and the Learning-to-Execute snippet language (parser, evaluator, compiler to mac
 
 from diffvm.programs.compile_snippet import compile_snippet, run_one_hot
 from diffvm.programs.discretise import discretise, one_hot_trace
-from diffvm.programs.interpreter import run, run_trace
+from diffvm.programs.interpreter import Execution, execute, run, run_trace
 from diffvm.programs.program import Program, ProgramError, Step
 from diffvm.programs.snippets import Snippet, SnippetError, evaluate, format_snippet, parse_snippet
 
 __all__ = [
-    "Program", "ProgramError", "Snippet", "SnippetError", "Step", "compile_snippet", "discretise", "evaluate",
-    "format_snippet", "one_hot_trace", "parse_snippet", "run", "run_one_hot", "run_trace",
+    "Execution", "Program", "ProgramError", "Snippet", "SnippetError", "Step", "compile_snippet", "discretise",
+    "evaluate", "execute", "format_snippet", "one_hot_trace", "parse_snippet", "run", "run_one_hot", "run_trace",
 ]

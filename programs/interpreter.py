@@ -9,16 +9,28 @@ This is what makes "soft step = hard step on one-hot instructions" a real test.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from diffvm.interp import OpSet
 from diffvm.interp.device import Device, DeviceOp
 from diffvm.programs.program import Program, ProgramError
 
-__all__ = ["run", "run_trace"]
+__all__ = ["Execution", "execute", "run", "run_trace"]
 
 
-def run_trace(
+class Execution(NamedTuple):
+    """What a hard run leaves: the registers after each step, and each device's final plain state.
+
+    Attributes:
+        history: history[k] maps each type to its plain register value after step k (0: initial).
+        devices: device name -> its plain state after the last step (an NRAM memory: a list of ints).
+    """
+
+    history: list[dict]
+    devices: dict[str, Any]
+
+
+def execute(
     program: Program,
     inputs: Mapping[str, Any],
     *,
@@ -26,7 +38,7 @@ def run_trace(
     devices: Mapping[str, Device] | None = None,
     device_states: Mapping[str, Any] | None = None,
 ) -> list[dict]:
-    """Run `program` on one example; return the registers after each step (index 0: initial).
+    """Run `program` on one example: the registers after every step and the devices at the end.
 
     Args:
         program: the program.
@@ -34,8 +46,6 @@ def run_trace(
         opset: when given, the program may only name ops in it.
         devices: name -> device, for the program's device ops.
         device_states: name -> plain initial state of a device (default: its `plain_initial()`).
-    Returns:
-        history[k] maps each type to its plain register value after step k.
     """
     if opset is not None:
         program.validate(opset)
@@ -74,7 +84,20 @@ def run_trace(
             result = op.hard(*args)
         registers = {**registers, op.output: result}
         history.append(registers)
-    return history
+    return Execution(history, plain)
+
+
+def run_trace(
+    program: Program,
+    inputs: Mapping[str, Any],
+    *,
+    opset: OpSet | None = None,
+    devices: Mapping[str, Device] | None = None,
+    device_states: Mapping[str, Any] | None = None,
+) -> list[dict]:
+    """The registers after each step of `execute` (index 0: initial): history[k] maps each type
+    to its plain register value after step k."""
+    return execute(program, inputs, opset=opset, devices=devices, device_states=device_states).history
 
 
 def run(
@@ -86,5 +109,5 @@ def run(
     device_states: Mapping[str, Any] | None = None,
 ) -> Any:
     """The program's result on one example: the output type's register after the last step."""
-    history = run_trace(program, inputs, opset=opset, devices=devices, device_states=device_states)
+    history = execute(program, inputs, opset=opset, devices=devices, device_states=device_states).history
     return history[-1][program.output]

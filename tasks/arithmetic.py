@@ -11,11 +11,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+
+from diffvm.interp import Machine, OpSet, Scalar
+from diffvm.programs import Program, run
 
 __all__ = ["ArithmeticFunction", "ArithmeticTask", "FAMILY"]
 
 # Relative tolerance of an exact match: discretised programs compute integers exactly.
 EXACT_RTOL = 1e-6
+DEFAULT_OPS = ("arith::add", "arith::sub", "arith::mul")
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,28 @@ class ArithmeticTask:
     """
 
     input_names = ("a", "b", "c")
+
+    # --- what `diffvm.controllers.induce` asks of a task -------------------------------------
+    @classmethod
+    def machine(cls, opset: OpSet | None = None) -> Machine:
+        """Scalar inputs a, b, c and a Scalar result, over add/sub/mul unless `opset` says otherwise."""
+        return Machine(opset or OpSet(list(DEFAULT_OPS)), {n: Scalar for n in cls.input_names}, Scalar)
+
+    def examples(self, rng: np.random.Generator, batch: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Training examples: `sample` without held-out magnitudes."""
+        return self.sample(rng, batch)
+
+    def exact(self, program: Program, examples: tuple[dict[str, np.ndarray], np.ndarray]) -> float:
+        """The fraction of examples the hard interpreter answers exactly."""
+        inputs, target = examples
+        answers = [run(program, {n: float(v[i]) for n, v in inputs.items()}) for i in range(len(target))]
+        return float(self.exact_match(np.array(answers), target).mean())
+
+    def soft_fit(self, machine: Machine, instructions, examples) -> torch.Tensor:
+        """Huber loss of the soft machine's answer on `examples`."""
+        inputs, target = examples
+        out, _ = machine.run(instructions, {n: torch.as_tensor(v, dtype=torch.float32) for n, v in inputs.items()})
+        return F.smooth_l1_loss(out, torch.as_tensor(target, dtype=out.dtype))
 
     def __init__(self, function: str, *, scale: int = 10, heldout_factor: int = 10):
         if function not in FAMILY:
