@@ -28,7 +28,7 @@ from diffvm.controllers.exec_cli import add_exec_parser, run_exec
 from diffvm.controllers.induce import InductionConfig, InductionResult, evaluate_program, induce
 from diffvm.controllers.model import ModelConfig
 from diffvm.controllers.trainer import TrainConfig
-from diffvm.tasks import FAMILY, TASKS, ArithmeticTask
+from diffvm.tasks import FAMILY, MEMORY_TASKS, TASKS, ArithmeticTask
 
 __all__ = ["main", "add_config_arguments", "config_from_args", "run_demo"]
 
@@ -185,8 +185,9 @@ def _main(argv: Sequence[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     task = _train_task(argv)
     parser = _parser(task)
-    if task is not None and task not in TASKS and not {"-h", "--help"} & set(argv):
-        parser.exit(2, f"diffvm train: error: unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}\n")
+    if task is not None and task not in TASKS and task not in MEMORY_TASKS and not {"-h", "--help"} & set(argv):
+        known = ", ".join(sorted([*TASKS, *MEMORY_TASKS]))
+        parser.exit(2, f"diffvm train: error: unknown task {task!r}; known tasks: {known}\n")
     args = parser.parse_args(argv)
     if args.command == "exec":
         return run_exec(args)

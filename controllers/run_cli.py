@@ -2,6 +2,7 @@
 from the configuration dataclasses.
 
     diffvm train copy --memory ntm --updates 2000 --run-dir runs/copy     # options: diffvm train copy --help
+    diffvm train access --strategy soft --program-steps 4   # NRAM-style memory tasks: program induction
     diffvm train copy --memory ntm --updates 2000 --run-dir runs/copy --resume   # after a kill
     torchrun --nproc-per-node 2 -m diffvm.controllers.cli train copy ...     # data-parallel
     diffvm eval runs/copy                 # every split, soft and discretised
@@ -11,21 +12,28 @@ from the configuration dataclasses.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from diffvm.controllers.induce import InductionConfig, induce
 from diffvm.controllers.model import ModelConfig, StepRecord
 from diffvm.controllers.pictures import Recording, save_pictures
 from diffvm.controllers.trainer import TrainConfig, evaluate, load_run, run_config, train
 from diffvm.programs import discretise
-from diffvm.tasks import TASKS
+from diffvm.tasks import MEMORY_TASKS, TASKS
+from diffvm.tasks.nram import MemoryTaskConfig, resize_program
 
 __all__ = ["add_run_parsers", "run_command", "recording"]
 
+# Problems a memory task's discretised program is scored on, at the training size and the test size.
+MEMORY_TEST_PROBLEMS = 1000
 # Device state fields drawn as weightings over memory slots (one row per head).
 WEIGHTING_FIELDS = ("read_weights", "write_weights", "strengths", "usage")
 
@@ -33,7 +41,7 @@ WEIGHTING_FIELDS = ("read_weights", "write_weights", "strengths", "usage")
 def add_run_parsers(subparsers, task: str | None, add_config_arguments) -> None:
     """Add `train`, `eval` and `inspect` to the `diffvm` parser; `train`'s task options are those
     of `task` (the word after `train` on the command line), when it names a known task."""
-    known = ", ".join(sorted(TASKS))
+    known = ", ".join(sorted([*TASKS, *MEMORY_TASKS]))
     p = subparsers.add_parser("train", help="train a model on a task; the run directory can be resumed",
                               description=f"Train a controller (with a memory, a machine, halting) on a task. "
                               f"Tasks: {known}. `diffvm train TASK --help` lists the task's own options.")
@@ -43,10 +51,18 @@ def add_run_parsers(subparsers, task: str | None, add_config_arguments) -> None:
                    help="continue the run in --run-dir from its last checkpoint (same options but --updates)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    if task in MEMORY_TASKS:  # a program is induced: the induction options, not a model's
+        add_config_arguments(p, MemoryTaskConfig)
+        add_config_arguments(p, InductionConfig)
+        return _add_inspection_parsers(subparsers)
     if task in TASKS:
         add_config_arguments(p, TASKS[task].Config)
     add_config_arguments(p, ModelConfig)
     add_config_arguments(p, TrainConfig)
+    _add_inspection_parsers(subparsers)
+
+
+def _add_inspection_parsers(subparsers) -> None:
 
     e = subparsers.add_parser("eval", help="evaluate a run's last checkpoint on every split",
                               description="Evaluate a run's last checkpoint on each split of its task, with the "
@@ -69,6 +85,8 @@ def add_run_parsers(subparsers, task: str | None, add_config_arguments) -> None:
 
 def run_command(args: argparse.Namespace, config_from_args) -> int:
     """Run `train`, `eval` or `inspect` for parsed arguments; returns the exit status."""
+    if args.command == "train" and args.task in MEMORY_TASKS:
+        return _induce_memory_task(args, config_from_args)
     if args.command == "train":
         task_cls = TASKS[args.task]
         config = run_config(args.task, config_from_args(task_cls.Config, args),
@@ -87,6 +105,39 @@ def run_command(args: argparse.Namespace, config_from_args) -> int:
         print(json.dumps(report, indent=2) if args.json else _eval_table(report))
         return 0
     return _inspect(run, args)
+
+
+def _induce_memory_task(args: argparse.Namespace, config_from_args) -> int:
+    """`diffvm train access|swap|increment`: induce a program, test it discretised at both sizes."""
+    task_cfg, cfg = config_from_args(MemoryTaskConfig, args), config_from_args(InductionConfig, args)
+    task = MEMORY_TASKS[args.task](task_cfg.cells, task_cfg.parsed_ops())
+    out = args.run_dir or Path("runs") / args.task
+    if out.exists():
+        raise ValueError(f"run directory {out} exists; choose another --run-dir")
+    out.mkdir(parents=True)
+    (out / "config.json").write_text(json.dumps(
+        {"task": args.task, "memory": dataclasses.asdict(task_cfg), "induction": dataclasses.asdict(cfg)}, indent=2))
+    with open(out / "metrics.jsonl", "w") as metrics, tqdm(total=cfg.updates * cfg.restarts, unit="upd",
+                                                          disable=args.quiet, file=sys.stderr) as bar:
+        result = induce(task, cfg, log=lambda r: metrics.write(json.dumps(r) + "\n"), progress=bar.update)
+    rng = np.random.default_rng([cfg.seed, 1])  # held-out problems: not the training draws
+    train_acc = task.exact(result.program, task.examples(rng, MEMORY_TEST_PROBLEMS))
+    big = resize_program(result.program, task_cfg.test_cells)
+    test_acc = task.exact(big, task.examples(rng, MEMORY_TEST_PROBLEMS, task_cfg.test_cells))
+    summary = {"task": args.task, "solved_on_training_data": result.solved, "restart": result.restart,
+               "updates": result.total_updates, "seconds": round(result.seconds, 1), "cells": task_cfg.cells,
+               "discretised_accuracy": train_acc, "test_cells": task_cfg.test_cells,
+               "discretised_accuracy_test_cells": test_acc, "program": result.program.listing(),
+               "program_json": result.program.to_dict(), "run_dir": str(out)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(summary["program"])
+        print(f"{args.task}: {'solved' if result.solved else 'not solved'} after {result.total_updates} updates "
+              f"({summary['seconds']} s); discretised accuracy {100 * train_acc:.1f}% at {task_cfg.cells} cells, "
+              f"{100 * test_acc:.1f}% at {task_cfg.test_cells} cells; run: {out}")
+    return 0
 
 
 def _train_line(summary: dict) -> str:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
 import numpy as np
@@ -39,8 +40,8 @@ from diffvm.interp import Machine, OpSet, Pointer
 from diffvm.memory import PointerRegisters, nram_constants, nram_ops
 from diffvm.programs import Program, execute
 
-__all__ = ["MEMORY_TASKS", "Access", "Increment", "MemoryExamples", "MemoryTask", "Swap", "get_memory_task",
-           "resize_program"]
+__all__ = ["MEMORY_TASKS", "Access", "Increment", "MemoryExamples", "MemoryTask", "MemoryTaskConfig", "Swap",
+           "get_memory_task", "resize_program"]
 
 DEVICE = "mem"  # the memory's name on the machine: its ops are mem::read, mem::write
 LOOP_INPUT = "i"  # the loop counter of a looped task, a machine input of type Pointer[M]
@@ -50,6 +51,27 @@ LOG_FLOOR = 1e-9
 # The smallest memory a task is posed in: a pointer, a second pointer or index, two array
 # cells and the terminator.
 MIN_CELLS = 5
+
+
+@dataclass
+class MemoryTaskConfig:
+    """Options of a memory task run (`diffvm train access`)."""
+
+    cells: int = 8  # M, memory cells (and values mod M) in training
+    test_cells: int = 32  # the discretised program is also tested on memories this large (4·M)
+    ops: str = "zero,inc,dec,add,sub,lt,le,eq,min,max"  # comma-separated NRAM modules the program may use
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming the first field out of range."""
+        for name in ("cells", "test_cells"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < MIN_CELLS:
+                raise ValueError(f"MemoryTaskConfig.{name} = {value!r}: must be an int ≥ {MIN_CELLS}")
+        if not self.parsed_ops():
+            raise ValueError(f"MemoryTaskConfig.ops = {self.ops!r}: must name at least one NRAM module")
+
+    def parsed_ops(self) -> tuple[str, ...]:
+        return tuple(op.strip() for op in self.ops.split(",") if op.strip())
 
 
 class MemoryExamples(NamedTuple):

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -146,3 +148,19 @@ def test_soft_induction_lowers_the_loss_on_increment():
     induce(task, InductionConfig(strategy="soft", program_steps=3, updates=40, batch=8, lr=1e-2, restarts=1,
                                  check_every=10), log=records.append)
     assert records[-1]["fit"] < records[0]["fit"]
+
+
+def test_diffvm_train_runs_a_memory_task_and_writes_its_run(tmp_path, capsys):
+    from diffvm.controllers.cli import main
+
+    argv = ["train", "increment", "--strategy", "soft", "--program-steps", "3", "--ops", "inc", "--updates", "10",
+            "--restarts", "1", "--cells", "6", "--test-cells", "12", "--run-dir", str(tmp_path / "run"), "--quiet",
+            "--json"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["cells"] == 6 and summary["test_cells"] == 12 and summary["updates"] == 10
+    assert 0 <= summary["discretised_accuracy"] <= 1 and "mem::" in summary["program"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json", "metrics.jsonl", "summary.json"]
+    with pytest.raises(SystemExit):
+        main(argv)  # the run exists: refused, nothing overwritten
+    assert "exists; choose another --run-dir" in capsys.readouterr().err
