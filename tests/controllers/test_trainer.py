@@ -166,7 +166,7 @@ def finished_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "nosuch"], "unknown task 'nosuch'; known tasks: addition, anb2n, anbmcnm, anbn"),
+    (["train", "nosuch"], "unknown task 'nosuch'; known tasks: access, addition, anb2n, anbmcnm"),
     (["train", *TINY, "--no-such-option", "1"], "unrecognized arguments: --no-such-option"),
     (["train", *TINY, "--hidden", "many"], "argument --hidden: invalid int value: 'many'"),
     (["train", *TINY, "--hidden", "0"], "ModelConfig.hidden = 0"),
