@@ -49,8 +49,9 @@ from typing import Any, NamedTuple
 import torch
 
 from diffvm.interp.device import Device, InterfaceField, hard_choice, hard_gate
+from diffvm.interp.kernels import linkage_step
 from diffvm.memory.addressing import content_weights
-from diffvm.memory.linkage import LinkageState, directional_weights, initial_linkage, sharpen_links, update_linkage
+from diffvm.memory.linkage import LinkageState, initial_linkage, sharpen_links
 from diffvm.memory.usage import allocation_weights, retention, update_usage
 
 __all__ = ["HARD_STRENGTH", "MEMORY_INIT", "READ_MODES", "DNCMemory", "DNCState"]
@@ -202,8 +203,9 @@ class DNCMemory(Device):
         w = write_weights.unsqueeze(-1)  # (B, N, 1)
         memory = memory * (1 - w * i.e.unsqueeze(1)) + w * i.v.unsqueeze(1)  # (B, N, W)
 
-        linkage = update_linkage(state.linkage, write_weights)
-        forward, backward = directional_weights(linkage.link, state.read_weights)  # (B, R, N) each
+        # L_t, p_t and f_t = L_t w^r_{t−1}, b_t = L_tᵀ w^r_{t−1} in one pass over the N×N links
+        # (memory.linkage's update_linkage + directional_weights, fused; Triton on CUDA)
+        linkage, forward, backward = linkage_step(state.linkage, write_weights, state.read_weights)  # (B, R, N) each
         if self.link_sharpness:
             forward, backward = sharpen_links(forward, i.s_f), sharpen_links(backward, i.s_b)
         read_content = content_weights(memory, i.read_k, i.read_beta, read_mask)  # (B, R, N)
