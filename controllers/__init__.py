@@ -11,10 +11,21 @@ from diffvm.controllers.induce import (
     induce,
 )
 from diffvm.controllers.model import MEMORIES, MemoryModel, ModelConfig, ModelOutput, StepRecord
+from diffvm.controllers.neural_programmer import (
+    NeuralProgrammer,
+    NeuralProgrammerConfig,
+    NPOutput,
+    evaluate_np,
+    plot_choices,
+    train_neural_programmer,
+)
 from diffvm.controllers.program_controller import ProgramController, StepLogits
 from diffvm.controllers.trainer import Run, TrainConfig, evaluate, load_run, run_config, train
 
-__all__ = ["MEMORIES", "CheckpointError", "InductionConfig", "InductionResult", "MemoryModel", "ModelConfig",
-           "ModelOutput", "ProgramController", "Run", "StepLogits", "StepRecord", "TrainConfig",
-           "arithmetic_machine", "evaluate", "evaluate_program", "greedy_program", "induce", "load_checkpoint",
-           "load_run", "run_config", "save_checkpoint", "train"]
+__all__ = [
+    "MEMORIES", "CheckpointError", "InductionConfig", "InductionResult", "MemoryModel", "ModelConfig",
+    "ModelOutput", "NPOutput", "NeuralProgrammer", "NeuralProgrammerConfig", "ProgramController", "Run",
+    "StepLogits", "StepRecord", "TrainConfig", "arithmetic_machine", "evaluate", "evaluate_np", "evaluate_program",
+    "greedy_program", "induce", "load_checkpoint", "load_run", "plot_choices", "run_config", "save_checkpoint",
+    "train", "train_neural_programmer",
+]

@@ -16,9 +16,26 @@ from diffvm.memory.neural_stack import NeuralDeque, NeuralQueue, NeuralStack
 from diffvm.memory.ntm import NTMMemory, erase_add
 from diffvm.memory.registers import PointerRegisters, nram_constants, nram_ops
 from diffvm.memory.stack_rnn import StackRNNStacks
+from diffvm.memory.table import (
+    OP_NAMES,
+    TABLE_OPS,
+    Table,
+    TableChoice,
+    TableError,
+    TableOpSpec,
+    TableRegisters,
+    TableState,
+    encode_tables,
+    initial_registers,
+    table_ops,
+    table_step,
+    word_match_features,
+)
 
 __all__ = [
-    "DNCMemory", "DNCState", "LinkageState", "NTMMemory", "NeuralDeque", "NeuralQueue", "NeuralStack",
-    "PointerRegisters", "StackRNNStacks", "content_weights", "cosine_similarity", "erase_add", "interpolate",
-    "nram_constants", "nram_ops", "sharpen", "shift",
+    "OP_NAMES", "TABLE_OPS", "DNCMemory", "DNCState", "LinkageState", "NTMMemory", "NeuralDeque", "NeuralQueue",
+    "NeuralStack", "PointerRegisters", "StackRNNStacks", "Table", "TableChoice", "TableError", "TableOpSpec",
+    "TableRegisters", "TableState", "content_weights", "cosine_similarity", "encode_tables", "erase_add",
+    "initial_registers", "interpolate", "nram_constants", "nram_ops", "sharpen", "shift", "table_ops", "table_step",
+    "word_match_features",
 ]

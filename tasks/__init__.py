@@ -54,17 +54,29 @@ from diffvm.tasks.ntm_tasks import (
     RepeatCopy,
     RepeatCopyConfig,
 )
+from diffvm.tasks.table_qa import (
+    COMPOSITIONAL_FAMILIES,
+    SINGLE_FAMILIES,
+    TableQA,
+    TableQABatch,
+    TableQAConfig,
+    TableQuestion,
+    encode_questions,
+    reference_program,
+)
 from diffvm.tasks.transduction import BigramFlip, Reversal, SymbolCopy, Transduction, TransductionConfig
 
 __all__ = [
-    "FAMILY", "MEMORY_TASKS", "TASKS", "VOCABULARY", "Access", "Addition", "AdditionConfig", "AnB2n", "AnBmCnm",
-    "AnBn", "AnBnCn", "AnBnCnDn", "ArithmeticFunction", "ArithmeticTask", "AssociativeRecall",
-    "AssociativeRecallConfig", "Batch", "BigramFlip", "Copy", "CopyConfig", "CountingLanguage", "Curriculum",
-    "DncEncoding", "Episode", "Example", "GraphError", "GraphShortestPath", "GraphSyntaxError", "GraphTask",
-    "GraphTaskConfig", "GraphTraversal", "GrowingTask", "Increment", "Inference", "L2ECurriculum", "LanguageConfig",
-    "MemoryExamples", "MemoryTask", "Parity", "ParityConfig", "PrioritySort", "PrioritySortConfig", "RepeatCopy",
-    "RepeatCopyConfig", "Reversal", "SequenceTask", "ShortestPath", "Swap", "SymbolCopy", "TokenEncoding",
-    "Transduction", "TransductionConfig", "Traversal", "babi_episode", "babi_path_finding", "decode", "encode",
+    "COMPOSITIONAL_FAMILIES", "FAMILY", "MEMORY_TASKS", "SINGLE_FAMILIES", "TASKS", "VOCABULARY", "Access",
+    "Addition", "AdditionConfig", "AnB2n", "AnBmCnm", "AnBn", "AnBnCn", "AnBnCnDn", "ArithmeticFunction",
+    "ArithmeticTask", "AssociativeRecall", "AssociativeRecallConfig", "Batch", "BigramFlip", "Copy", "CopyConfig",
+    "CountingLanguage", "Curriculum", "DncEncoding", "Episode", "Example", "GraphError", "GraphShortestPath",
+    "GraphSyntaxError", "GraphTask", "GraphTaskConfig", "GraphTraversal", "GrowingTask", "Increment", "Inference",
+    "L2ECurriculum", "LanguageConfig", "MemoryExamples", "MemoryTask", "Parity", "ParityConfig", "PrioritySort",
+    "PrioritySortConfig", "RepeatCopy", "RepeatCopyConfig", "Reversal", "SequenceTask", "ShortestPath", "Swap",
+    "SymbolCopy", "TableQA", "TableQABatch", "TableQAConfig", "TableQuestion", "TokenEncoding", "Transduction",
+    "TransductionConfig", "Traversal", "babi_episode", "babi_path_finding", "decode", "encode", "encode_questions",
     "format_episode", "format_graph", "get_memory_task", "get_task", "parse_episode", "parse_graph", "random_graph",
-    "register_task", "resize_program", "sample_examples", "score_answer", "score_answers", "solve", "transit_graph",
+    "reference_program", "register_task", "resize_program", "sample_examples", "score_answer", "score_answers",
+    "solve", "transit_graph",
 ]
