@@ -86,6 +86,15 @@ class MachineState(NamedTuple):
         return self.tapes[t][:, -1]
 
 
+def _first_float_leaf(states) -> torch.Tensor | None:
+    """The first floating-point tensor field of the given device states (NamedTuples), if any."""
+    for state in states:
+        for x in getattr(state, "_asdict", dict)().values():
+            if isinstance(x, torch.Tensor) and x.is_floating_point():
+                return x
+    return None
+
+
 class Machine:
     """The soft machine for one program signature.
 
@@ -189,9 +198,7 @@ class Machine:
         for n, t in self.inputs.items():
             t.check(inputs[n], what=f"machine input {n!r}")
         given = devices or {}
-        leaves = [x for state in given.values() for x in getattr(state, "_asdict", dict)().values()
-                  if isinstance(x, torch.Tensor) and x.is_floating_point()]
-        first = inputs[next(iter(self.inputs))] if self.inputs else (leaves[0] if leaves else None)
+        first = inputs[next(iter(self.inputs))] if self.inputs else _first_float_leaf(given.values())
         batch = first.shape[0] if first is not None else 1
         device = first.device if first is not None else None
         dtype = first.dtype if first is not None else dtype or torch.get_default_dtype()
