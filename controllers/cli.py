@@ -29,6 +29,7 @@ from diffvm.controllers.induce import InductionConfig, InductionResult, evaluate
 from diffvm.controllers.model import ModelConfig
 from diffvm.controllers.trainer import TrainConfig
 from diffvm.tasks import FAMILY, MEMORY_TASKS, TASKS, ArithmeticTask
+from diffvm.tasks.table_qa import TABLE_QA_TASK
 
 __all__ = ["main", "add_config_arguments", "config_from_args", "run_demo"]
 
@@ -185,8 +186,8 @@ def _main(argv: Sequence[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     task = _train_task(argv)
     parser = _parser(task)
-    if task is not None and task not in TASKS and task not in MEMORY_TASKS and not {"-h", "--help"} & set(argv):
-        known = ", ".join(sorted([*TASKS, *MEMORY_TASKS]))
+    if task is not None and task not in (*TASKS, *MEMORY_TASKS, TABLE_QA_TASK) and not {"-h", "--help"} & set(argv):
+        known = ", ".join(sorted([*TASKS, *MEMORY_TASKS, TABLE_QA_TASK]))
         parser.exit(2, f"diffvm train: error: unknown task {task!r}; known tasks: {known}\n")
     args = parser.parse_args(argv)
     if args.command == "exec":

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -306,13 +307,15 @@ def train_neural_programmer(
 
 
 def save_run(model: NeuralProgrammer, records: list[dict], path: str | Path) -> None:
-    """The config (JSON), the records (JSONL) and the weights, in folder `path`."""
+    """The config (JSON), the records (JSONL) and the weights (written last, atomically), in folder `path`."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     cfg = asdict(model.config)
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
     (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    torch.save(model.state_dict(), out / "model.pt")
+    tmp = out / f".model.pt.{os.getpid()}.tmp"
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, out / "model.pt")  # atomic: a reader sees no weights or whole weights, never half
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,6 +24,14 @@ from tqdm import tqdm
 
 from diffvm.controllers.induce import InductionConfig, induce
 from diffvm.controllers.model import ModelConfig, StepRecord
+from diffvm.controllers.np_cli import (
+    NP_TASK,
+    add_np_train_arguments,
+    eval_np_run,
+    inspect_np_run,
+    is_np_run,
+    train_np_run,
+)
 from diffvm.controllers.pictures import Recording, save_pictures
 from diffvm.controllers.trainer import TrainConfig, evaluate, load_run, run_config, train
 from diffvm.programs import discretise
@@ -41,7 +49,7 @@ WEIGHTING_FIELDS = ("read_weights", "write_weights", "strengths", "usage")
 def add_run_parsers(subparsers, task: str | None, add_config_arguments) -> None:
     """Add `train`, `eval` and `inspect` to the `diffvm` parser; `train`'s task options are those
     of `task` (the word after `train` on the command line), when it names a known task."""
-    known = ", ".join(sorted([*TASKS, *MEMORY_TASKS]))
+    known = ", ".join(sorted([*TASKS, *MEMORY_TASKS, NP_TASK]))
     p = subparsers.add_parser("train", help="train a model on a task; the run directory can be resumed",
                               description=f"Train a controller (with a memory, a machine, halting) on a task. "
                               f"Tasks: {known}. `diffvm train TASK --help` lists the task's own options.")
@@ -51,6 +59,9 @@ def add_run_parsers(subparsers, task: str | None, add_config_arguments) -> None:
                    help="continue the run in --run-dir from its last checkpoint (same options but --updates)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    if task == NP_TASK:  # the Neural Programmer: its own model and training
+        add_np_train_arguments(p)
+        return _add_inspection_parsers(subparsers)
     if task in MEMORY_TASKS:  # a program is induced: the induction options, not a model's
         add_config_arguments(p, MemoryTaskConfig)
         add_config_arguments(p, InductionConfig)
@@ -85,6 +96,10 @@ def _add_inspection_parsers(subparsers) -> None:
 
 def run_command(args: argparse.Namespace, config_from_args) -> int:
     """Run `train`, `eval` or `inspect` for parsed arguments; returns the exit status."""
+    if args.command == "train" and args.task == NP_TASK:
+        return train_np_run(args)
+    if args.command in ("eval", "inspect") and is_np_run(args.run):
+        return eval_np_run(args) if args.command == "eval" else inspect_np_run(args)
     if args.command == "train" and args.task in MEMORY_TASKS:
         return _induce_memory_task(args, config_from_args)
     if args.command == "train":

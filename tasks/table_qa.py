@@ -33,7 +33,10 @@ from diffvm.memory.table import Table, TableState, encode_tables
 from diffvm.programs.table_program import TableAnswer, TableProgram, TableStep, run_table_program
 
 __all__ = ["TableQAConfig", "TableQuestion", "TableQABatch", "TableQA", "SINGLE_FAMILIES", "COMPOSITIONAL_FAMILIES",
-           "NUMBER_TOKEN", "PAD_TOKEN", "vocabulary", "encode_questions", "reference_program"]
+           "NUMBER_TOKEN", "PAD_TOKEN", "TABLE_QA_TASK", "vocabulary", "encode_questions", "reference_program"]
+
+# The name `diffvm train` knows table QA by (it trains the Neural Programmer, controllers/np_cli.py).
+TABLE_QA_TASK = "table_qa"
 
 # The token that stands for a number in the text the model reads (the number itself goes to q).
 NUMBER_TOKEN = "<num>"
