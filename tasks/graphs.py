@@ -47,7 +47,8 @@ its minimum (lesson 0) to its maximum (the last lesson); the trainer moves to th
 when training batches reach the threshold (90 % in the paper). A share `replay` of each batch's
 episodes comes from a lesson drawn uniformly among the earlier ones, so that earlier lessons are
 not forgotten. (The curriculum's exact-match figure is taken over the whole batch, replayed
-episodes included.)
+episodes included.) Splits "lesson0", "lesson1", … hold one earlier lesson each, without
+replay ("train" is the last lesson): `diffvm eval RUN` reports accuracy by lesson.
 
 Everything random comes from the injected `numpy.random.Generator`: the same seed gives the same
 graphs and batches, and no global random state is read.
@@ -95,6 +96,7 @@ PHASES = ("query", "plan", "answer")  # the phase channels after a step's triple
 # A sampler draws a fresh graph when the query it wants cannot be asked of the one it drew
 # (no pair at the drawn distance with a unique shortest path); it gives up after this many.
 MAX_ATTEMPTS = 200
+LESSON_SPLIT = "lesson"  # split "lesson{k}": curriculum lesson k alone
 # bAbI 19: directions, their grid steps, opposites and the answer's one-letter abbreviations.
 DIRECTIONS = {"north": (0, 1), "south": (0, -1), "east": (1, 0), "west": (-1, 0)}
 OPPOSITE = {"north": "south", "south": "north", "east": "west", "west": "east"}
@@ -636,7 +638,8 @@ class GraphTask(SequenceTask):
 
     @property
     def splits(self) -> tuple[str, ...]:
-        return ("train", "large", *(("transit",) if self.config.graph == "random" else ()))
+        lessons = tuple(f"{LESSON_SPLIT}{level}" for level in range(self.config.lessons - 1))  # the last is "train"
+        return ("train", "large", *(("transit",) if self.config.graph == "random" else ()), *lessons)
 
     def lesson(self, level: int | None = None) -> Lesson:
         """Curriculum lesson `level` (None: the last): each top grows linearly from its minimum."""
@@ -693,6 +696,8 @@ class GraphTask(SequenceTask):
         self.check_split(split)
         self.check_batch(batch)
         last, c = self.lesson(), self.config
+        if split.startswith(LESSON_SPLIT):  # one earlier lesson alone: accuracy by lesson
+            return [self.episode_text(rng, self.lesson(int(split[len(LESSON_SPLIT):])), c.graph) for _ in range(batch)]
         if split == "large":
             lesson = last._replace(nodes=(c.max_nodes + 1, c.eval_max_nodes))
             return [self.episode_text(rng, lesson, c.graph) for _ in range(batch)]

@@ -334,13 +334,25 @@ def test_a_share_of_each_batch_replays_earlier_lessons(replay, low, high):
 
 def test_splits_draw_larger_graphs_and_transit_maps():
     task = GraphShortestPath(TINY)
-    assert task.splits == ("train", "large", "transit")
+    lessons = tuple(f"lesson{k}" for k in range(TINY.lessons - 1))
+    assert task.splits == ("train", "large", "transit", *lessons)
     rng = np.random.default_rng(0)
     large = [parse_episode(t).graph.number_of_nodes() for t in task.split_texts(rng, 20, "large")]
     assert set(large) == {6}
     transit = [parse_episode(t).graph for t in task.split_texts(rng, 10, "transit")]
     assert all(nx.is_strongly_connected(g) for g in transit)
-    assert GraphShortestPath(GraphTaskConfig(graph="transit")).splits == ("train", "large")
+    assert GraphShortestPath(GraphTaskConfig(graph="transit", lessons=1)).splits == ("train", "large")
+
+
+def test_lesson_splits_hold_one_lesson_without_replay():
+    task = GraphTraversal(GraphTaskConfig(lessons=3, min_nodes=3, max_nodes=7, replay=0.5))
+    assert task.splits[-2:] == ("lesson0", "lesson1")
+    rng = np.random.default_rng(1)
+    for k in (0, 1):
+        top = task.lesson(k).nodes[1]
+        sizes = {parse_episode(t).graph.number_of_nodes() for t in task.split_texts(rng, 40, f"lesson{k}")}
+        assert max(sizes) == top  # the lesson's largest graphs appear, and nothing larger (no replay of
+        assert min(sizes) >= 3  # a later lesson can occur; an earlier one is a subset of this range)
 
 
 @settings(max_examples=10, deadline=None)
