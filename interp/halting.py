@@ -37,6 +37,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from diffvm.interp.kernels.act import act_accumulate
+
 __all__ = [
     "ACT_EPSILON", "ACT_HALTING_BIAS", "ACTResult", "KL_LOG_FLOOR", "PonderResult", "SampledResult",
     "StepFn", "act", "geometric_prior", "halting_unit", "ponder", "ponder_sample", "pondernet_loss",
@@ -210,6 +212,11 @@ def act(step: StepFn, state: Any, *, max_steps: int, epsilon: float = ACT_EPSILO
     out_shape = None
     for n in range(1, max_steps + 1):
         y, h, new_state = _call(step, n, state, out_shape)
+        leaves, spec = tree_flatten(new_state)
+        floats = [i for i, x in enumerate(leaves) if isinstance(x, torch.Tensor) and x.is_floating_point()]
+        for i in floats:
+            _per_example(h, leaves[i])  # raises on a leaf that is not batch-first
+        values = [y, *(leaves[i] for i in floats)]
         if n == 1:
             out_shape = tuple(y.shape)
             batch = y.shape[0]
@@ -217,26 +224,30 @@ def act(step: StepFn, state: Any, *, max_steps: int, epsilon: float = ACT_EPSILO
             cum = torch.zeros(batch, dtype=h.dtype, device=h.device)  # Σ_{j<n} h^j
             steps = torch.zeros(batch, dtype=torch.long, device=h.device)
             remainder = torch.zeros_like(cum)
-            weights, output, mean_state = [], None, None
-        # h^n of halted examples may be anything (NaN included): select, never multiply.
-        h = torch.where(running, h, 0.0)
-        # The threshold test is discrete (no gradient): it only picks N.
-        halting = running & ((cum + h >= threshold) | (n == max_steps))
-        p = torch.where(halting, 1.0 - cum, h)  # p^N = R; 0 for halted examples as h is
-        output = _mean_field_add(output, p, y, running)
-        mean_state = _mean_field_add(mean_state, p, new_state, running)
+            weights, first_spec, first_floats = [], spec, floats
+            totals = [torch.zeros_like(x, memory_format=torch.contiguous_format) for x in values]  # Σ_n p^n·(y^n, s^n)
+        elif spec != first_spec or floats != first_floats:
+            raise ValueError(f"halting: the step function's state changed structure between ponder steps: "
+                             f"{first_spec} then {spec}")
+        # One pass (diffvm.interp.kernels.act_accumulate): h^n of halted examples may be anything (NaN
+        # included) and is selected away, never multiplied; the threshold test is discrete (no gradient)
+        # and only picks N; p^N = R; every leaf's mean field gains p^n·(its value where running).
+        r = act_accumulate(h, cum, remainder, running, totals, values, last=n == max_steps, threshold=threshold)
         if n > 1:
             # Halted examples keep the state they halted with, so their later (discarded) steps run
             # from finite values however long the rest of the batch ponders.
             new_state = _keep_halted(running, state, new_state)
-        steps = torch.where(halting, n, steps)
-        remainder = torch.where(halting, 1.0 - cum, remainder)
-        weights.append(p)
-        cum = cum + h
-        running = running & ~halting
+        steps = torch.where(r.halting, n, steps)
+        cum, remainder, totals = r.cumulative, r.remainder, r.totals
+        weights.append(r.weight)
+        running = running & ~r.halting
         state = new_state
         if not running.any():
             break
+    output, *state_means = totals
+    for i, mean in zip(floats, state_means):
+        leaves[i] = mean  # the mean field; every other leaf from the last step run
+    mean_state = tree_unflatten(leaves, spec)
     return ACTResult(
         output=output,
         state=mean_state,

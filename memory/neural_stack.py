@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from diffvm.interp.device import Device, DeviceOp, InterfaceField, hard_gate
+from diffvm.interp.kernels import strength_step
 from diffvm.interp.types import Vector
 
 __all__ = ["End", "NeuralDeque", "NeuralQueue", "NeuralStack", "pop", "read", "read_weights"]
@@ -253,9 +254,12 @@ class _SingleEnded(_StrengthMemory):
             the read (B, W) r_t and the new state.
         """
         self._check_room(state)
-        strengths = pop(state.strengths, interface.u, self.pop_end)  # (B, C)
-        values, strengths = _push(state.values, strengths, state.steps, interface.v, interface.d)
-        return read(values, strengths, self.pop_end), _StrengthState(values, strengths, state.steps + 1)
+        index = torch.tensor([state.steps], device=state.values.device)
+        values = state.values.index_copy(1, index, interface.v.unsqueeze(1))  # (B, C, W): V_t[t] = v (eq. 1)
+        # `pop`, the strength's push and `read` in one pass (diffvm.interp.kernels.strength_step)
+        strengths, r = strength_step(state.strengths, values, interface.u, interface.d, state.steps,
+                                     end=self.pop_end)  # (B, C), (B, W)
+        return r, _StrengthState(values, strengths, state.steps + 1)
 
 
 class NeuralStack(_SingleEnded):

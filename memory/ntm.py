@@ -4,7 +4,8 @@ Notation (docs/NOTATION.md): B batch, N slots, W word width, R read heads, Hw wr
 S = 2·r + 1 shift offsets for a shift range r.
 
 Each head turns its controls (k, β, g, s, γ) into a weighting over the N slots by the
-addressing chain of §3.3, composed from `diffvm.memory.addressing`:
+addressing chain of §3.3, composed from `diffvm.memory.addressing` (eqs. 7–9 in one pass by
+`diffvm.interp.kernels.location_weights`, the same function):
 
     w^c = C(M, k, β)                         content (eqs. 5–6)
     w^g = g·w^c + (1 − g)·w_{t−1}            interpolation with the head's last weighting (eq. 7)
@@ -14,7 +15,8 @@ addressing chain of §3.3, composed from `diffvm.memory.addressing`:
 One step (`NTMMemory.forward`):
 
 1. the write heads address the previous memory M_{t−1};
-2. the write (eqs. 3–4), all write heads at once: every head's erase, then every head's add,
+2. the write (eqs. 3–4, `diffvm.interp.kernels.write_and_read`), all write heads at once: every
+   head's erase, then every head's add,
 
        M_t = M_{t−1} ⊙ Π_h (1 − w^w_h e_hᵀ) + Σ_h w^w_h a_hᵀ,
 
@@ -39,8 +41,9 @@ import torch
 from torch import nn
 
 from diffvm.interp.device import Device, DeviceOp, InterfaceField, hard_choice, hard_gate
+from diffvm.interp.kernels import location_weights, write_and_read
 from diffvm.interp.types import Pointer, Vector
-from diffvm.memory.addressing import content_weights, interpolate, sharpen, shift
+from diffvm.memory.addressing import content_weights
 
 __all__ = ["CONSTANT_INIT", "INITS", "NTMMemory", "NTMInterface", "NTMState", "RANDOM_INIT_STD", "erase_add"]
 
@@ -93,9 +96,10 @@ class NTMState(NamedTuple):
 
 def _address(memory, k, beta, g, s, gamma, previous):
     """The addressing chain (eqs. 5–9) for H heads: memory (B, N, W), k (B, H, W), β, g, γ (B, H),
-    s (B, H, S), previous (B, H, N) -> (B, H, N)."""
+    s (B, H, S), previous (B, H, N) -> (B, H, N). Eqs. 7–9 are one fused op: `interpolate`, `shift`
+    and `sharpen` of diffvm.memory.addressing in one pass (diffvm.interp.kernels.location_weights)."""
     content = content_weights(memory, k, beta)  # (B, H, N)
-    return sharpen(shift(interpolate(content, previous, g), s), gamma)
+    return location_weights(content, previous, g, s, gamma)
 
 
 def erase_add(memory: torch.Tensor, weights: torch.Tensor, erase: torch.Tensor, add: torch.Tensor) -> torch.Tensor:
@@ -109,9 +113,8 @@ def erase_add(memory: torch.Tensor, weights: torch.Tensor, erase: torch.Tensor, 
     Returns:
         (B, N, W) M_t.
     """
-    keep = (1 - weights.unsqueeze(-1) * erase.unsqueeze(-2)).prod(1)  # (B, N, W): Π_h (1 − w_h(i)·e_h)
-    added = torch.einsum("bhn,bhw->bnw", weights, add)  # (B, N, W): Σ_h w_h(i)·a_h
-    return memory * keep + added
+    no_reads = weights.new_zeros(weights.shape[0], 0, weights.shape[2])  # (B, 0, N)
+    return write_and_read(memory, weights, erase, add, no_reads)[0]  # the fused write, R = 0
 
 
 class NTMMemory(Device):
@@ -232,10 +235,11 @@ class NTMMemory(Device):
     def machine_step(self, weights, args, state):
         """Read M_{t−1} at p; overwrite with w = π[write]·p (e = 1, a = v); heads untouched."""
         (read_at,), (write_at, value) = args
-        read = torch.einsum("bn,bnw->bw", read_at, state.memory)  # (B, W): eq. 2
         w = (weights[:, 1:2] * write_at).unsqueeze(1)  # (B, 1, N)
-        memory = erase_add(state.memory, w, torch.ones_like(value).unsqueeze(1), value.unsqueeze(1))
-        return [read, value], state._replace(memory=memory)
+        # the read of M_{t−1} (eq. 2) and the write in one pass over the memory
+        memory, read = write_and_read(state.memory, w, torch.ones_like(value).unsqueeze(1), value.unsqueeze(1),
+                                      read_at.unsqueeze(1), reads_before_write=True)  # (B, N, W), (B, 1, W)
+        return [read[:, 0], value], state._replace(memory=memory)
 
     def plain_initial(self) -> tuple:
         if self.init == "random":

@@ -3,9 +3,12 @@ buffers a Triton launch writes into.
 
 `impl` is one of `IMPLEMENTATIONS`:
 
-- "auto": the Triton kernel where the tensors are on a CUDA device and Triton is installed, the
-  reference everywhere else;
-- "reference": always the plain-PyTorch implementation;
+- "auto": the Triton kernel where the tensors are on a CUDA device and Triton is installed;
+  everywhere else the reference function under plain autograd (`eager_reference`), for ops that
+  offer it: on a CPU the op's recomputing backward costs more time (20–40 % of a small NTM or
+  stack step) than autograd's stored intermediates cost memory;
+- "reference": always the plain-PyTorch implementation, through the op with its hand-written
+  backward that recomputes from the inputs (the least memory a BPTT can keep);
 - "triton": always the Triton kernel; raises where it cannot run (Triton missing, or CPU tensors
   without Triton's interpreter, `TRITON_INTERPRET=1`, which runs kernels on CPU tensors at a
   crawl: the test suite's way to check the kernels on a machine without a GPU).
@@ -19,7 +22,8 @@ import os
 
 import torch
 
-__all__ = ["FLOAT_DTYPES", "IMPLEMENTATIONS", "POISON_BUFFERS", "check_floats", "empty", "launch_device", "use_triton"]
+__all__ = ["FLOAT_DTYPES", "IMPLEMENTATIONS", "POISON_BUFFERS", "check_floats", "eager_reference", "empty",
+           "launch_device", "use_triton"]
 
 IMPLEMENTATIONS = ("auto", "reference", "triton")
 # The dtypes the kernels accumulate in without loss: weightings are probabilities whose sums
@@ -55,6 +59,12 @@ def use_triton(impl: str, op: str, *tensors: torch.Tensor) -> bool:
         raise RuntimeError(f"{op}: impl='triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before import), "
                            f"got tensors on {devices}")
     return True
+
+
+def eager_reference(impl: str, *tensors: torch.Tensor) -> bool:
+    """Whether an op under `impl` should call its reference function directly, autograd
+    differentiating it (module docstring): "auto" where the Triton kernel would not run."""
+    return impl == "auto" and not (_TRITON_INSTALLED and all(t.is_cuda for t in tensors))
 
 
 def check_floats(op: str, **tensors: torch.Tensor) -> None:

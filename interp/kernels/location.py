@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from diffvm.interp.kernels._dispatch import check_floats, use_triton
+from diffvm.interp.kernels._dispatch import check_floats, eager_reference, use_triton
 
 __all__ = ["location_weights", "location_weights_reference"]
 
@@ -159,5 +159,7 @@ def location_weights(content: Tensor, previous: Tensor, gate: Tensor, shifts: Te
     if shifts.shape[-1] % 2 != 1:
         raise ValueError(f"location_weights: shift weighting has {shifts.shape[-1]} entries; expected an odd 2·r + 1")
     check_floats("location_weights", content=content, previous=previous, gate=gate, shifts=shifts, gamma=gamma)
+    if eager_reference(impl, content, previous, gate, shifts, gamma):
+        return location_weights_reference(content, previous, gate, shifts, gamma)
     triton = use_triton(impl, "location_weights", content, previous, gate, shifts, gamma)
     return _location(content, previous, gate, shifts, gamma, triton)

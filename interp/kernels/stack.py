@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffvm.interp.kernels._dispatch import check_floats, use_triton
+from diffvm.interp.kernels._dispatch import check_floats, eager_reference, use_triton
 
 __all__ = ["ENDS", "strength_step", "strength_step_reference"]
 
@@ -172,5 +172,7 @@ def strength_step(strengths: Tensor, values: Tensor, pop: Tensor, push: Tensor, 
     if not 0 <= row < capacity:
         raise ValueError(f"strength_step: row must be in [0, C) = [0, {capacity}), got {row}")
     check_floats("strength_step", strengths=strengths, values=values, pop=pop, push=push)
+    if eager_reference(impl, strengths, values, pop, push):
+        return strength_step_reference(strengths, values, pop, push, row, end)
     triton = use_triton(impl, "strength_step", strengths, values, pop, push)
     return _strength_step(strengths, values, pop, push, row, end == "top", triton)

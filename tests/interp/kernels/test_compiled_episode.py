@@ -12,11 +12,13 @@ import torch
 
 from diffvm.interp.kernels import (
     _dispatch,
+    act_accumulate,
     content_weights,
     linkage_step,
     location_weights,
     merge_results,
     strength_step,
+    write_and_read,
 )
 
 
@@ -26,9 +28,9 @@ class _Linkage(NamedTuple):
 
 
 def _episode(memory, keys, strengths, masks, values, impl):
-    """T steps of: write by content, link, read by content and location (an NTM's heads) and along
-    the links (a DNC); push the read word on a neural stack and read it back; merge the two reads
-    into a register."""
+    """T steps of: read the last step's words and erase/add-write by content, link, read by content and
+    location (an NTM's heads) and along the links (a DNC); push the read word on a neural stack and read
+    it back; merge the two reads into a register; ACT's mean field of the register over the steps."""
     batch, slots, width = memory.shape
     steps = keys.shape[0]
     linkage = _Linkage(memory.new_zeros(batch, slots, slots), memory.new_zeros(batch, slots))
@@ -36,10 +38,13 @@ def _episode(memory, keys, strengths, masks, values, impl):
     stack, stack_values = memory.new_zeros(batch, steps), memory.new_zeros(batch, steps, width)  # (B, C), (B, C, W)
     register = memory.new_zeros(batch, width)
     total = memory.new_zeros(())
+    cumulative, remainder = memory.new_zeros(batch), memory.new_zeros(batch)  # ACT's Σ h and R
+    running, mean_register = torch.ones(batch, dtype=torch.bool), [torch.zeros_like(register)]
     for t in range(steps):
         write = 0.9 * content_weights(memory, keys[t, :, :1], strengths[t, :, :1], masks[t, :, :1], impl=impl)
+        memory, old_words = write_and_read(memory, write, torch.sigmoid(values[t]).unsqueeze(1),
+                                           values[t].unsqueeze(1), reads, reads_before_write=True, impl=impl)
         write = write[:, 0]  # (B, N)
-        memory = memory + write.unsqueeze(-1) * values[t].unsqueeze(1)  # (B, N, W)
         linkage, forward, backward = linkage_step(linkage, write, reads, impl=impl)
         gates = torch.sigmoid(strengths[t])  # (B, 3)
         content = content_weights(memory, keys[t, :, 1:], strengths[t, :, 1:], impl=impl)  # (B, R, N)
@@ -51,8 +56,13 @@ def _episode(memory, keys, strengths, masks, values, impl):
         stack, popped = strength_step(stack, stack_values, gates[:, 1], gates[:, 2], t, end="top", impl=impl)
         register = merge_results(0.5 * torch.softmax(words.sum(-1), -1), torch.stack([words[:, 1], popped]),
                                  register, impl=impl)  # (B, W)
-        total = total + words.square().sum() + register.square().sum()
-    return total
+        halt = torch.sigmoid(words.sum((1, 2)))  # (B,)
+        act = act_accumulate(halt, cumulative, remainder, running, mean_register, [register], last=t == steps - 1,
+                             threshold=0.99, impl=impl)
+        cumulative, remainder, mean_register = act.cumulative, act.remainder, act.totals
+        running = running & ~act.halting
+        total = total + words.square().sum() + register.square().sum() + old_words.square().sum()
+    return total + mean_register[0].square().sum() + remainder.sum() + act.weight.sum()
 
 
 @pytest.mark.parametrize("impl", ["reference", "triton"])
