@@ -10,6 +10,7 @@ from diffvm.controllers.induce import (
     greedy_program,
     induce,
 )
+from diffvm.controllers.l2e_eval import evaluate_l2e, evaluate_l2e_run, greedy_decode
 from diffvm.controllers.model import MEMORIES, MemoryModel, ModelConfig, ModelOutput, StepRecord
 from diffvm.controllers.neural_programmer import (
     NeuralProgrammer,
@@ -23,9 +24,9 @@ from diffvm.controllers.program_controller import ProgramController, StepLogits
 from diffvm.controllers.trainer import Run, TrainConfig, evaluate, load_run, run_config, train
 
 __all__ = [
-    "MEMORIES", "CheckpointError", "InductionConfig", "InductionResult", "MemoryModel", "ModelConfig",
-    "ModelOutput", "NPOutput", "NeuralProgrammer", "NeuralProgrammerConfig", "ProgramController", "Run",
-    "StepLogits", "StepRecord", "TrainConfig", "arithmetic_machine", "evaluate", "evaluate_np", "evaluate_program",
-    "greedy_program", "induce", "load_checkpoint", "load_run", "plot_choices", "run_config", "save_checkpoint",
-    "train", "train_neural_programmer",
+    "MEMORIES", "CheckpointError", "InductionConfig", "InductionResult", "MemoryModel", "ModelConfig", "ModelOutput",
+    "NPOutput", "NeuralProgrammer", "NeuralProgrammerConfig", "ProgramController", "Run", "StepLogits", "StepRecord",
+    "TrainConfig", "arithmetic_machine", "evaluate", "evaluate_l2e", "evaluate_l2e_run", "evaluate_np",
+    "evaluate_program", "greedy_decode", "greedy_program", "induce", "load_checkpoint", "load_run", "plot_choices",
+    "run_config", "save_checkpoint", "train", "train_neural_programmer",
 ]

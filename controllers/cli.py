@@ -3,6 +3,7 @@
     diffvm demo [--json] [--functions "(a+b)*c" ...] [--out DIR] [InductionConfig options]
     diffvm exec FILE                          # a Learning-to-Execute snippet (exec_cli.py)
     diffvm train TASK [options] | eval RUN | inspect RUN    (run_cli.py)
+    diffvm eval l2e RUN --points 4x1 4x2 --snippets 1000   # Learning to Execute (l2e_eval.py)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from diffvm.controllers.checkpoint import CheckpointError
 from diffvm.controllers.exec_cli import add_exec_parser, run_exec
 from diffvm.controllers.induce import InductionConfig, InductionResult, evaluate_program, induce
+from diffvm.controllers.l2e_eval import l2e_eval_parser, run_l2e_eval
 from diffvm.controllers.model import ModelConfig
 from diffvm.controllers.trainer import TrainConfig
 from diffvm.tasks import FAMILY, MEMORY_TASKS, TASKS, ArithmeticTask
@@ -153,6 +155,9 @@ def _parser(task: str | None = None) -> argparse.ArgumentParser:
     from diffvm.controllers.run_cli import add_run_parsers  # imports matplotlib: only when building the parser
 
     add_run_parsers(sub, task, add_config_arguments)
+    sub.choices["eval"].epilog = ("diffvm eval l2e RUN [--points LxN ...] scores an l2e run on held-out snippets: "
+                                  "teacher-forced per-character accuracy and greedy exact match "
+                                  "(`diffvm eval l2e --help`; a run directory named l2e: ./l2e).")
     return parser
 
 
@@ -184,6 +189,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["eval", "l2e"]:  # `diffvm eval l2e RUN`: its own options, not those of `eval RUN`
+        parser = l2e_eval_parser()
+        args = parser.parse_args(argv[2:])
+        try:
+            return run_l2e_eval(args)
+        except (ValueError, CheckpointError) as e:
+            parser.exit(2, f"diffvm eval l2e: error: {e}\n")
     task = _train_task(argv)
     parser = _parser(task)
     if task is not None and task not in (*TASKS, *MEMORY_TASKS, TABLE_QA_TASK) and not {"-h", "--help"} & set(argv):

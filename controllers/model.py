@@ -5,6 +5,7 @@ and `max_ponder` = 1). Ponder step n:
 
     c_n          = [x_t, δ_{n,1}, r_{n−1}, flat(registers_{n−1})]      controller input (B, C)
     h_n          = cell(c_n, h_{n−1})                                  LSTM / GRU / tanh layer
+    h_n^l        = cell_l(h_n^{l−1}, h_{n−1}^l), l = 2 … L             stacked layers; h_n is the top one's
     ξ_n          = clip(W_ξ h_n)                                       device interface (DNC's ξ)
     r_n, M_n     = device(ξ_n, M_{n−1})                                the device's read
     I_n          = softmax(clip(W_I h_n))                              instruction over the OpSet
@@ -63,6 +64,7 @@ class ModelConfig:
 
     controller: str = "lstm"  # "lstm", "gru" or "ff" (a feed-forward tanh layer, no recurrent state)
     hidden: int = 100  # H, the controller's width (100 in the NTM paper)
+    layers: int = 1  # L, stacked controller layers of width H; the heads read the top one (2 in Learning to Execute)
     memory: str = "none"  # "none", "ntm", "dnc", "stack", "queue", "deque", "stackrnn" or "registers"
     memory_slots: int = 128  # N: rows (ntm, dnc), capacity in steps (stack, queue, deque), depth (stackrnn), M (nram)
     memory_width: int = 20  # W: word width (ntm, dnc, stack, queue, deque, stackrnn)
@@ -82,6 +84,7 @@ class ModelConfig:
         checks = {
             "controller": (self.controller in CONTROLLERS, f"one of {', '.join(CONTROLLERS)}"),
             "hidden": (self.hidden >= 1, "≥ 1"),
+            "layers": (self.layers >= 1, "≥ 1"),
             "memory": (self.memory in MEMORIES, f"one of {', '.join(MEMORIES)}"),
             "memory_slots": (self.memory_slots >= 1, "≥ 1"),
             "memory_width": (self.memory_width >= 1, "≥ 1"),
@@ -136,6 +139,7 @@ class ModelOutput(NamedTuple):
         ponder_cost: (B,) Σ_t (N_t + R_t) (ACT); zeros otherwise.
         step_logits: (B, T, M, O) every ponder step's logits (PonderNet training), else None.
         halt_weights: (B, T, M) the halting distribution p over ponder steps, else None.
+        carry: the recurrent state after the last step, when `forward` was given one to start from.
     """
 
     logits: torch.Tensor
@@ -143,6 +147,7 @@ class ModelOutput(NamedTuple):
     ponder_cost: torch.Tensor
     step_logits: torch.Tensor | None = None
     halt_weights: torch.Tensor | None = None
+    carry: Any = None
 
 
 class StepRecord(NamedTuple):
@@ -162,10 +167,11 @@ class StepRecord(NamedTuple):
 class _Carry(NamedTuple):
     """What passes from one ponder step to the next (and, mean-field under ACT, between input steps)."""
 
-    controller: tuple  # the cell's state: (h, c) LSTM, (h,) GRU, () feed-forward
+    controller: tuple  # the first layer's state: (h, c) LSTM, (h,) GRU, () feed-forward
     read: torch.Tensor  # (B, read_size) the device's last read (B, 0 without one)
     device: Any  # the interface-driven device's state, or ()
     registers: dict  # type -> (B, *shape) the machine's registers (and its devices' states under "devices")
+    upper: tuple = ()  # layers 2 … L's states, each like `controller`; () with one layer
 
 
 class MemoryModel(nn.Module):
@@ -210,8 +216,10 @@ class MemoryModel(nn.Module):
         self.ponder_flag = cfg.max_ponder > 1
         c = input_size + int(self.ponder_flag) + self.read_size + self.register_size
         h = cfg.hidden
-        self.cell = {"lstm": lambda: nn.LSTMCell(c, h), "gru": lambda: nn.GRUCell(c, h),
-                     "ff": lambda: nn.Linear(c, h)}[cfg.controller]()
+        cell = {"lstm": nn.LSTMCell, "gru": nn.GRUCell, "ff": nn.Linear}[cfg.controller]
+        self.cell = cell(c, h)
+        # layers 2 … L read the layer below's hidden state (the Learning-to-Execute LSTM has 2)
+        self.upper_cells = nn.ModuleList(cell(h, h) for _ in range(cfg.layers - 1))
         if self.memory is not None:
             self.interface_head = nn.Linear(h, self.memory.interface_size)
         if self.machine is not None:
@@ -226,7 +234,8 @@ class MemoryModel(nn.Module):
     def initial_carry(self, batch: int, *, device=None, dtype=torch.float32) -> _Carry:
         h = self.cfg.hidden
         zeros = lambda: torch.zeros(batch, h, device=device, dtype=dtype)  # noqa: E731
-        controller = {"lstm": (zeros(), zeros()), "gru": (zeros(),), "ff": ()}[self.cfg.controller]
+        layer = lambda: {"lstm": (zeros(), zeros()), "gru": (zeros(),), "ff": ()}[self.cfg.controller]  # noqa: E731
+        controller, upper = layer(), tuple(layer() for _ in self.upper_cells)
         read = torch.zeros(batch, self.read_size, device=device, dtype=dtype)
         memory = self.memory.initial_state(batch, device=device, dtype=dtype) if self.memory is not None else ()
         registers = {}
@@ -234,7 +243,17 @@ class MemoryModel(nn.Module):
             registers = {str(t): t.initial(batch, device=device, dtype=dtype) for t in self.machine.types}
             registers["devices"] = {name: d.initial_state(batch, device=device, dtype=dtype)
                                     for name, d in self.machine.devices.items()}
-        return _Carry(controller, read, memory, registers)
+        return _Carry(controller, read, memory, registers, upper)
+
+    def _layer(self, cell: nn.Module, x: torch.Tensor, state: tuple) -> tuple[tuple, torch.Tensor]:
+        """One controller layer: (its new state, its hidden output (B, H))."""
+        if self.cfg.controller == "ff":
+            return (), torch.tanh(cell(x))
+        if self.cfg.controller == "gru":
+            hidden = cell(x, state[0])
+            return (hidden,), hidden
+        state = cell(x, state)
+        return state, state[0]
 
     def _flat_registers(self, carry: _Carry, batch: int, ref: torch.Tensor) -> torch.Tensor:
         if self.machine is None:
@@ -251,14 +270,11 @@ class MemoryModel(nn.Module):
             parts.append(x.new_full((batch, 1), float(n == 1)))  # Graves's first-ponder-step flag δ_{n,1}
         parts += [carry.read, self._flat_registers(carry, batch, x)]
         c_in = torch.cat(parts, dim=1)  # (B, C)
-        if self.cfg.controller == "ff":
-            controller, hidden = (), torch.tanh(self.cell(c_in))
-        elif self.cfg.controller == "gru":
-            hidden = self.cell(c_in, carry.controller[0])
-            controller = (hidden,)
-        else:
-            controller = self.cell(c_in, carry.controller)
-            hidden = controller[0]  # (B, H)
+        controller, hidden = self._layer(self.cell, c_in, carry.controller)  # (B, H)
+        upper = []
+        for cell, state in zip(self.upper_cells, carry.upper):
+            state, hidden = self._layer(cell, hidden, state)  # (B, H)
+            upper.append(state)
         read, memory = carry.read, carry.device
         if self.memory is not None:
             interface = self.memory.interface_from_raw(self.interface_head(hidden).clamp(-clip, clip))
@@ -271,7 +287,7 @@ class MemoryModel(nn.Module):
             machine_state = self.machine.step(instruction, machine_state)
             registers = {str(t): machine_state.register(t) for t in self.machine.types}
             registers["devices"] = dict(machine_state.devices)
-        carry = _Carry(controller, read, memory, registers)
+        carry = _Carry(controller, read, memory, registers, tuple(upper))
         out_in = torch.cat([hidden, read, self._flat_registers(carry, batch, x)], dim=1)
         logits = self.output_head(out_in).clamp(-clip, clip)  # (B, O)
         halt = None
@@ -316,8 +332,8 @@ class MemoryModel(nn.Module):
 
     # --- a whole sequence ----------------------------------------------------------------------
     def forward(self, inputs: torch.Tensor, *, mode: str = "train", generator: torch.Generator | None = None,
-                record: list | None = None) -> ModelOutput:
-        """Run the model over a batch of sequences.
+                record: list | None = None, carry: _Carry | None = None) -> ModelOutput:
+        """Run the model over a batch of sequences, or over the next steps of sequences begun earlier.
 
         Args:
             inputs: (B, T, I) batch first.
@@ -326,6 +342,11 @@ class MemoryModel(nn.Module):
                 hardened device controls, one-hot instructions, halting at the first unit > ½).
             generator: PonderNet's sampled halting at evaluation.
             record: a list to which every ponder step of example 0 is appended as a `StepRecord`.
+            carry: the state to start from, `initial_carry(B)` or an earlier call's `ModelOutput.carry`
+                (to run a sequence a few steps at a time, as greedy decoding does); the output then
+                holds the state after the last step. None: start afresh, return no state. Each call
+                checks its own steps against a stack's capacity (`check_length`): check the whole
+                sequence's length first.
         Returns:
             a `ModelOutput`, batch first.
         """
@@ -335,7 +356,9 @@ class MemoryModel(nn.Module):
             raise ValueError(f"mode must be 'train', 'eval' or 'hard', got {mode!r}")
         batch, steps = inputs.shape[:2]
         self.cfg.check_length(steps)
-        carry = self.initial_carry(batch, device=inputs.device, dtype=inputs.dtype)
+        keep_carry = carry is not None
+        if carry is None:
+            carry = self.initial_carry(batch, device=inputs.device, dtype=inputs.dtype)
         halting, cap, hard = self.cfg.halting, self.cfg.max_ponder, mode == "hard"
         logits, counts, costs, step_logits, weights = [], [], [], [], []
         for t in range(steps):
@@ -367,7 +390,7 @@ class MemoryModel(nn.Module):
         return ModelOutput(
             torch.stack(logits, 1), torch.stack(counts, 1), cost,
             torch.stack(step_logits, 1) if step_logits else None,
-            torch.stack(weights, 1) if weights else None)
+            torch.stack(weights, 1) if weights else None, carry if keep_carry else None)
 
     def loss(self, task: SequenceTask, batch: Batch, out: ModelOutput) -> tuple[torch.Tensor, dict[str, float]]:
         """The training loss of a forward pass, and its parts as numbers.

@@ -36,6 +36,7 @@ from diffvm.tasks.graphs import (
 )
 from diffvm.tasks.l2e import VOCABULARY, Example, decode, encode, sample_examples
 from diffvm.tasks.l2e import Curriculum as L2ECurriculum
+from diffvm.tasks.l2e_task import L2EConfig, L2ETask, encode_examples
 from diffvm.tasks.nram import (
     MEMORY_TASKS,
     Access,
@@ -67,16 +68,16 @@ from diffvm.tasks.table_qa import (
 from diffvm.tasks.transduction import BigramFlip, Reversal, SymbolCopy, Transduction, TransductionConfig
 
 __all__ = [
-    "COMPOSITIONAL_FAMILIES", "FAMILY", "MEMORY_TASKS", "SINGLE_FAMILIES", "TASKS", "VOCABULARY", "Access",
-    "Addition", "AdditionConfig", "AnB2n", "AnBmCnm", "AnBn", "AnBnCn", "AnBnCnDn", "ArithmeticFunction",
-    "ArithmeticTask", "AssociativeRecall", "AssociativeRecallConfig", "Batch", "BigramFlip", "Copy", "CopyConfig",
-    "CountingLanguage", "Curriculum", "DncEncoding", "Episode", "Example", "GraphError", "GraphShortestPath",
-    "GraphSyntaxError", "GraphTask", "GraphTaskConfig", "GraphTraversal", "GrowingTask", "Increment", "Inference",
-    "L2ECurriculum", "LanguageConfig", "MemoryExamples", "MemoryTask", "Parity", "ParityConfig", "PrioritySort",
-    "PrioritySortConfig", "RepeatCopy", "RepeatCopyConfig", "Reversal", "SequenceTask", "ShortestPath", "Swap",
-    "SymbolCopy", "TableQA", "TableQABatch", "TableQAConfig", "TableQuestion", "TokenEncoding", "Transduction",
-    "TransductionConfig", "Traversal", "babi_episode", "babi_path_finding", "decode", "encode", "encode_questions",
-    "format_episode", "format_graph", "get_memory_task", "get_task", "parse_episode", "parse_graph", "random_graph",
-    "reference_program", "register_task", "resize_program", "sample_examples", "score_answer", "score_answers",
-    "solve", "transit_graph",
+    "COMPOSITIONAL_FAMILIES", "FAMILY", "MEMORY_TASKS", "SINGLE_FAMILIES", "TASKS", "VOCABULARY", "Access", "Addition",
+    "AdditionConfig", "AnB2n", "AnBmCnm", "AnBn", "AnBnCn", "AnBnCnDn", "ArithmeticFunction", "ArithmeticTask",
+    "AssociativeRecall", "AssociativeRecallConfig", "Batch", "BigramFlip", "Copy", "CopyConfig", "CountingLanguage",
+    "Curriculum", "DncEncoding", "Episode", "Example", "GraphError", "GraphShortestPath", "GraphSyntaxError",
+    "GraphTask", "GraphTaskConfig", "GraphTraversal", "GrowingTask", "Increment", "Inference", "L2EConfig",
+    "L2ECurriculum", "L2ETask", "LanguageConfig", "MemoryExamples", "MemoryTask", "Parity", "ParityConfig",
+    "PrioritySort", "PrioritySortConfig", "RepeatCopy", "RepeatCopyConfig", "Reversal", "SequenceTask", "ShortestPath",
+    "Swap", "SymbolCopy", "TableQA", "TableQABatch", "TableQAConfig", "TableQuestion", "TokenEncoding", "Transduction",
+    "TransductionConfig", "Traversal", "babi_episode", "babi_path_finding", "decode", "encode", "encode_examples",
+    "encode_questions", "format_episode", "format_graph", "get_memory_task", "get_task", "parse_episode", "parse_graph",
+    "random_graph", "reference_program", "register_task", "resize_program", "sample_examples", "score_answer",
+    "score_answers", "solve", "transit_graph",
 ]

@@ -15,6 +15,7 @@ from diffvm.tasks import (
     AssociativeRecallConfig,
     CopyConfig,
     GraphTaskConfig,
+    L2EConfig,
     LanguageConfig,
     ParityConfig,
     PrioritySortConfig,
@@ -45,6 +46,7 @@ SMOKE = {
     **{name: (LANGUAGE, STACK_RNN) for name in ("anbn", "anbncn", "anbncndn", "anb2n", "anbmcnm")},
     "graph_traversal": (GRAPH, ModelConfig(hidden=32, memory="dnc", memory_slots=8, memory_width=8)),
     "graph_shortest_path": (GRAPH, ModelConfig(hidden=32)),
+    "l2e": (L2EConfig(length=1, nesting=1), ModelConfig(hidden=16, layers=2)),
 }
 UPDATES = 60
 
