@@ -79,7 +79,7 @@ def test_exec_refuses_a_megabyte_on_standard_input_quickly(monkeypatch, capsys):
     _stdin(monkeypatch, b"a=1#" * (2**18))
     start = time.perf_counter()
     status, _, err = _exec(["exec", "-"], capsys)
-    assert time.perf_counter() - start < 1
+    assert time.perf_counter() - start < 5  # refused by its length, not parsed: a hang, not a slow machine, fails this
     assert status == 1 and f"more than the limit of {MAX_SNIPPET_CHARS}" in err
 
 

@@ -244,7 +244,7 @@ def test_a_megabyte_input_is_refused_quickly(unit):
     start = time.perf_counter()
     with pytest.raises(SnippetError, match=f"more than the limit of {MAX_SNIPPET_CHARS}"):
         parse_snippet(text)
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 5  # refused by its length: a hang, not a slow machine, fails this
 
 
 def test_the_longest_accepted_input_parses_in_linear_time():
@@ -252,7 +252,7 @@ def test_the_longest_accepted_input_parses_in_linear_time():
     assert len(body) <= MAX_SNIPPET_CHARS
     start = time.perf_counter()
     assert evaluate(parse_snippet(body)) == 1 + (MAX_SNIPPET_CHARS - 20) // 8
-    assert time.perf_counter() - start < 5  # ~0.3 s here; LALR parsing is linear
+    assert time.perf_counter() - start < 30  # ~0.3 s here; LALR parsing is linear, a quadratic parse takes hours
     with pytest.raises(SnippetError, match="more than the limit"):
         parse_snippet(body + " " * (MAX_SNIPPET_CHARS + 1 - len(body)))
 
