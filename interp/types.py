@@ -25,6 +25,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from diffvm.interp.kernels.merge import merge_results
+
 __all__ = [
     "ValueType",
     "Scalar",
@@ -83,11 +85,7 @@ class ValueType:
             (B, *shape). A convex combination, so every domain below (an interval, a simplex)
             is preserved and no type needs its own merge.
         """
-        w = weights.transpose(0, 1).reshape(weights.shape[1], weights.shape[0], *[1] * len(self.shape))
-        # w: (K, B, 1, ...) broadcast against candidates
-        kept = 1 - weights.sum(dim=1)  # (B,)
-        kept = kept.reshape(-1, *[1] * len(self.shape))  # (B, 1, ...)
-        return (w * candidates).sum(dim=0) + kept * previous
+        return merge_results(weights, candidates, previous)  # the fused kernel on CUDA (interp/kernels/merge.py)
 
     def initial(self, batch: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
         """The register's value before any step wrote it: (B, *shape)."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from diffvm.interp.kernels._dispatch import check_floats, use_triton
+from diffvm.interp.kernels._dispatch import check_floats, eager_reference, use_triton
 
 __all__ = ["merge_results", "merge_results_reference"]
 
@@ -116,6 +116,10 @@ def merge_results(weights: Tensor, candidates: Tensor, previous: Tensor, *, impl
         raise ValueError(f"merge_results: expected weights (B, K), candidates (K, B, *shape) and previous "
                          f"(B, *shape), got {tuple(weights.shape)}, {tuple(candidates.shape)} and "
                          f"{tuple(previous.shape)}")
+    mixed = len({weights.dtype, candidates.dtype, previous.dtype}) > 1  # e.g. float32 w with float64 values
+    if eager_reference(impl, weights, candidates, previous) or (impl == "auto" and mixed):
+        # PyTorch's promotion and rounding, as ValueType.merge always had; the kernel takes one dtype
+        return merge_results_reference(weights, candidates, previous)
     check_floats("merge_results", weights=weights, candidates=candidates, previous=previous)
     triton = use_triton(impl, "merge_results", weights, candidates, previous)
     flat = _merge(weights, candidates.reshape(k, batch, -1), previous.reshape(batch, -1), triton)  # (B, D)

@@ -115,8 +115,18 @@ def test_bad_arguments_are_named():
     weights, candidates, previous = _inputs(3, 2, 4, seed=8)
     with pytest.raises(ValueError, match="merge_results: expected weights"):
         merge_results(weights, candidates[:2], previous)
+    with pytest.raises(TypeError, match="float32 or float64"):  # the op takes one dtype
+        merge_results(weights.float(), candidates, previous, impl="reference")
     with pytest.raises(TypeError, match="float32 or float64"):
-        merge_results(weights.float(), candidates, previous)
+        merge_results(weights.half(), candidates.half(), previous.half(), impl="reference")
+
+
+def test_auto_merges_mixed_dtypes_as_pytorch_promotes_them():
+    # the machine merges float32 instruction probabilities into float64 registers (the demo does)
+    weights, candidates, previous = _inputs(3, 2, 4, seed=8)
+    got = merge_results(weights.float(), candidates, previous)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, merge_results_reference(weights.float(), candidates, previous), rtol=0, atol=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="full-size kernel test needs a CUDA GPU")
