@@ -69,6 +69,7 @@ class ModelConfig:
     memory_slots: int = 128  # N: rows (ntm, dnc), capacity in steps (stack, queue, deque), depth (stackrnn), M (nram)
     memory_width: int = 20  # W: word width (ntm, dnc, stack, queue, deque, stackrnn)
     heads: int = 1  # read heads (ntm, dnc), stacks (stackrnn), registers G (registers)
+    link_top_k: int = 0  # dnc: keep the K largest links per slot (the DNC paper's sparse links, K = 8); 0: exact
     ops: str = ""  # comma-separated ops the machine runs each ponder step, e.g. "arith::add,arith::sub"
     machine_memory: bool = False  # the machine drives the memory through its ops instead of the controller's interface
     halting: str = "none"  # "none" (max_ponder steps per input step), "act" or "pondernet"
@@ -89,6 +90,8 @@ class ModelConfig:
             "memory_slots": (self.memory_slots >= 1, "≥ 1"),
             "memory_width": (self.memory_width >= 1, "≥ 1"),
             "heads": (self.heads >= 1, "≥ 1"),
+            "link_top_k": (self.link_top_k >= 0 and (self.link_top_k == 0 or self.memory == "dnc"),
+                           "≥ 0, and 0 unless memory is dnc"),
             "halting": (self.halting in HALTING, f"one of {', '.join(HALTING)}"),
             "max_ponder": (self.max_ponder >= 1, "≥ 1"),
             "ponder_cost": (self.ponder_cost >= 0, "≥ 0"),
@@ -121,7 +124,7 @@ class ModelConfig:
 MEMORIES: dict[str, Callable[[ModelConfig], Device] | None] = {
     "none": None,
     "ntm": lambda c: NTMMemory(c.memory_slots, c.memory_width, read_heads=c.heads),
-    "dnc": lambda c: DNCMemory(c.memory_slots, c.memory_width, read_heads=c.heads),
+    "dnc": lambda c: DNCMemory(c.memory_slots, c.memory_width, read_heads=c.heads, link_top_k=c.link_top_k or None),
     "stack": lambda c: NeuralStack(c.memory_slots, c.memory_width),
     "queue": lambda c: NeuralQueue(c.memory_slots, c.memory_width),
     "deque": lambda c: NeuralDeque(c.memory_slots, c.memory_width),

@@ -11,7 +11,7 @@
 
 from diffvm.memory.addressing import content_weights, cosine_similarity, interpolate, sharpen, shift
 from diffvm.memory.dnc import DNCMemory, DNCState
-from diffvm.memory.linkage import LinkageState
+from diffvm.memory.linkage import LinkageState, SparseLinkageState, initial_sparse_linkage, sparse_linkage_step
 from diffvm.memory.neural_stack import NeuralDeque, NeuralQueue, NeuralStack
 from diffvm.memory.ntm import NTMMemory, erase_add
 from diffvm.memory.registers import PointerRegisters, nram_constants, nram_ops
@@ -33,9 +33,9 @@ from diffvm.memory.table import (
 )
 
 __all__ = [
-    "OP_NAMES", "TABLE_OPS", "DNCMemory", "DNCState", "LinkageState", "NTMMemory", "NeuralDeque", "NeuralQueue",
-    "NeuralStack", "PointerRegisters", "StackRNNStacks", "Table", "TableChoice", "TableError", "TableOpSpec",
-    "TableRegisters", "TableState", "content_weights", "cosine_similarity", "encode_tables", "erase_add",
-    "initial_registers", "interpolate", "nram_constants", "nram_ops", "sharpen", "shift", "table_ops", "table_step",
-    "word_match_features",
+    "DNCMemory", "DNCState", "LinkageState", "NTMMemory", "NeuralDeque", "NeuralQueue", "NeuralStack", "OP_NAMES",
+    "PointerRegisters", "SparseLinkageState", "StackRNNStacks", "TABLE_OPS", "Table", "TableChoice", "TableError",
+    "TableOpSpec", "TableRegisters", "TableState", "content_weights", "cosine_similarity", "encode_tables",
+    "erase_add", "initial_registers", "initial_sparse_linkage", "interpolate", "nram_constants", "nram_ops",
+    "sharpen", "shift", "sparse_linkage_step", "table_ops", "table_step", "word_match_features",
 ]

@@ -31,6 +31,14 @@ Options (Csordás & Schmidhuber 2019):
 - link sharpening (§3.3): f^i and b^i sharpened by exponents s^{f,i}, s^{b,i} ≥ 1
   (`diffvm.memory.linkage.sharpen_links`).
 
+And the sparse link matrix of Graves et al. 2016 (Methods "Sparse link matrix"), `link_top_k=K`:
+every row of L keeps its K largest entries and new links are made from the K largest entries of
+p (`diffvm.memory.linkage.sparse_linkage_step`, whose docstring says exactly what is
+approximated), O(N·K) per step in time and BPTT memory instead of O(N²). Wherever the writes are
+one-hot, as the hard DNC's allocating writes (g^a = 1 on binary usage), every row of L holds one
+entry at most and the sparse link is the dense one exactly; a hard content write (g^a = 0) spreads
+over the slots whose words tie, and there the cut may apply.
+
 The hard DNC (`DNCMemory.harden`): gates e, f, g^a, g^w and masks in {0, 1}, one-hot read modes,
 key strengths `HARD_STRENGTH`. With g^w = g^a = 1 a write takes the lowest-indexed free slot
 (none when all are used) and replaces the word where e = 1 (adds where e = 0); a free gate of 1
@@ -51,7 +59,14 @@ import torch
 from diffvm.interp.device import Device, InterfaceField, hard_choice, hard_gate
 from diffvm.interp.kernels import linkage_step
 from diffvm.memory.addressing import content_weights
-from diffvm.memory.linkage import LinkageState, initial_linkage, sharpen_links
+from diffvm.memory.linkage import (
+    LinkageState,
+    SparseLinkageState,
+    initial_linkage,
+    initial_sparse_linkage,
+    sharpen_links,
+    sparse_linkage_step,
+)
 from diffvm.memory.usage import allocation_weights, retention, update_usage
 
 __all__ = ["HARD_STRENGTH", "MEMORY_INIT", "READ_MODES", "DNCMemory", "DNCState"]
@@ -72,16 +87,45 @@ class DNCState(NamedTuple):
     Attributes:
         memory: (B, N, W) M_t.
         usage: (B, N) u_t (the previous step's write is counted at the next step).
-        linkage: `LinkageState`: link (B, N, N) L_t and precedence (B, N) p_t.
+        linkage: `LinkageState`: link (B, N, N) L_t and precedence (B, N) p_t; with
+            `link_top_k`, a `SparseLinkageState`: L_t's kept entries (B, N, K) and p_t (B, N).
         read_weights: (B, R, N) w^r_t.
         write_weights: (B, N) w^w_t.
     """
 
     memory: torch.Tensor
     usage: torch.Tensor
-    linkage: LinkageState
+    linkage: LinkageState | SparseLinkageState
     read_weights: torch.Tensor
     write_weights: torch.Tensor
+
+
+class _EraseAdd(torch.autograd.Function):
+    """M_t = M ∘ (E − w eᵀ) + w vᵀ for one write head, and its gradient by hand.
+
+    Autograd of the elementwise form keeps three (B, N, W) temporaries per step and runs about a
+    dozen passes over them in the backward; this saves the inputs only (M is the previous state,
+    which exists anyway) and runs seven. With G = ∂ℓ/∂M_t:
+
+        ∂ℓ/∂M = G ∘ (E − w eᵀ),   ∂ℓ/∂w = G v − (G ∘ M) e,   ∂ℓ/∂e = −(G ∘ M)ᵀ w,   ∂ℓ/∂v = Gᵀ w
+    """
+
+    @staticmethod
+    def forward(ctx, memory: torch.Tensor, w: torch.Tensor, e: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(memory, w, e, v)
+        keep = torch.baddbmm(memory.new_ones(()), w.unsqueeze(-1), e.unsqueeze(1), alpha=-1)  # (B, N, W): 1 − w[i]·e
+        return keep.mul_(memory).baddbmm_(w.unsqueeze(-1), v.unsqueeze(1))  # (B, N, W): M ∘ keep + w vᵀ
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        memory, w, e, v = ctx.saved_tensors
+        keep = torch.baddbmm(memory.new_ones(()), w.unsqueeze(-1), e.unsqueeze(1), alpha=-1)  # (B, N, W)
+        grad_memory = keep.mul_(grad)  # (B, N, W)
+        erased = grad * memory  # (B, N, W): G ∘ M
+        grad_w = (torch.bmm(grad, v.unsqueeze(-1)) - torch.bmm(erased, e.unsqueeze(-1))).squeeze(-1)  # (B, N)
+        grad_e = -torch.bmm(w.unsqueeze(1), erased).squeeze(1)  # (B, W)
+        grad_v = torch.bmm(w.unsqueeze(1), grad).squeeze(1)  # (B, W)
+        return grad_memory, grad_w, grad_e, grad_v
 
 
 @functools.cache
@@ -100,6 +144,8 @@ class DNCMemory(Device):
         key_masking: give every read and write key a mask (Csordás & Schmidhuber §3.1).
         deallocation: wipe the memory that free gates release (§3.2).
         link_sharpness: sharpen the forward and backward weightings (§3.3).
+        link_top_k: None for the exact N×N link matrix, or K ≥ 1 for the sparse link matrix that
+            keeps K entries per row (Graves et al. 2016 use K = 8; K ≥ N is exact).
 
     The interface, a NamedTuple `self.Interface` whose fields follow the paper's interface vector
     (shapes per example; B leads each):
@@ -126,7 +172,7 @@ class DNCMemory(Device):
     State = DNCState
 
     def __init__(self, slots: int, width: int, read_heads: int = 1, *, key_masking: bool = False,
-                 deallocation: bool = False, link_sharpness: bool = False):
+                 deallocation: bool = False, link_sharpness: bool = False, link_top_k: int | None = None):
         super().__init__()
         for name, value in [("slots", slots), ("width", width), ("read_heads", read_heads)]:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -135,7 +181,11 @@ class DNCMemory(Device):
                             ("link_sharpness", link_sharpness)]:
             if not isinstance(value, bool):
                 raise ValueError(f"DNCMemory: {name} must be True or False, got {value!r}")
+        if link_top_k is not None and (not isinstance(link_top_k, int) or isinstance(link_top_k, bool)
+                                       or link_top_k < 1):
+            raise ValueError(f"DNCMemory: link_top_k must be None or an integer ≥ 1, got {link_top_k!r}")
         self.slots, self.width, self.read_heads = slots, width, read_heads
+        self.link_top_k = link_top_k
         self.key_masking, self.deallocation, self.link_sharpness = key_masking, deallocation, link_sharpness
 
     @property
@@ -174,7 +224,8 @@ class DNCMemory(Device):
         return DNCState(
             memory=torch.full((batch, n, self.width), MEMORY_INIT, device=device, dtype=dtype),
             usage=torch.zeros(batch, n, device=device, dtype=dtype),
-            linkage=initial_linkage(batch, n, device=device, dtype=dtype),
+            linkage=(initial_linkage(batch, n, device=device, dtype=dtype) if self.link_top_k is None
+                     else initial_sparse_linkage(batch, n, self.link_top_k, device=device, dtype=dtype)),
             read_weights=torch.zeros(batch, r, n, device=device, dtype=dtype),
             write_weights=torch.zeros(batch, n, device=device, dtype=dtype),
         )
@@ -200,12 +251,13 @@ class DNCMemory(Device):
         write_weights = g_w * (g_a * allocation + (1 - g_a) * write_content)  # (B, N)
 
         memory = state.memory * psi.unsqueeze(-1) if self.deallocation else state.memory  # (B, N, W)
-        w = write_weights.unsqueeze(-1)  # (B, N, 1)
-        memory = memory * (1 - w * i.e.unsqueeze(1)) + w * i.v.unsqueeze(1)  # (B, N, W)
+        memory = _EraseAdd.apply(memory, write_weights, i.e, i.v)  # (B, N, W)
 
         # L_t, p_t and f_t = L_t w^r_{t−1}, b_t = L_tᵀ w^r_{t−1} in one pass over the N×N links
-        # (memory.linkage's update_linkage + directional_weights, fused; Triton on CUDA)
-        linkage, forward, backward = linkage_step(state.linkage, write_weights, state.read_weights)  # (B, R, N) each
+        # (memory.linkage's update_linkage + directional_weights, fused; Triton on CUDA), or over
+        # the K kept entries per row of the sparse link matrix
+        step = linkage_step if self.link_top_k is None else sparse_linkage_step
+        linkage, forward, backward = step(state.linkage, write_weights, state.read_weights)  # (B, R, N) each
         if self.link_sharpness:
             forward, backward = sharpen_links(forward, i.s_f), sharpen_links(backward, i.s_b)
         read_content = content_weights(memory, i.read_k, i.read_beta, read_mask)  # (B, R, N)

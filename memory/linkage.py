@@ -21,6 +21,26 @@ the list where it was), p is one-hot on the last written slot, and f, b step alo
 
 Csordás & Schmidhuber sharpen f and b, whose noise compounds when reads are chained, with a
 controller exponent s ≥ 1 per read head: S(d, s)[i] = d[i]^s / Σ_j d[j]^s.
+
+The sparse link matrix (Graves et al. 2016, Methods "Sparse link matrix"; K = 8 there) costs
+O(N·K) per step instead of O(N²): each row of L keeps at most K entries, stored as (B, N, K)
+column indices and values (`SparseLinkageState`). One step of `sparse_linkage_step` is
+
+    p̂         = the K largest entries of p_{t−1}, the others set to 0
+    L̃[i, j]   = (1 − w[i] − w[j]) · L̂_{t−1}[i, j] + w[i] · p̂[j],   L̃[i, i] = 0
+    L̂_t[i, ·] = the K largest entries of row i of L̃, the others set to 0
+    p_t       = (1 − Σ_i w[i]) · p_{t−1} + w                          (dense and exact)
+
+so what is approximated is exactly this: the precedence that new links are made from is cut to
+its K largest entries, and each row of the link matrix is cut to its K largest entries after
+every update. The write weighting w stays dense (the paper also cuts ŵ to K entries to make the
+outer product K×K; in this row-sparse layout a dense w costs the same O(N·K), so it is not cut).
+Nothing else changes: f = L̂_t w^r and b = L̂_tᵀ w^r are exact products with the sparse matrix.
+With K ≥ N nothing is cut and the step equals the dense one. With one-hot (or zero) writes, such
+as the hard DNC's allocating writes, p is one-hot and every row of L holds at most one nonzero
+entry, so for any K ≥ 1 nothing is cut either: the write order is that of the dense link matrix.
+Ties at the cut (equal entries of which only some fit) are broken by `torch.topk`; the function
+is continuous across a tie only where the tied entries are zero.
 """
 
 from __future__ import annotations
@@ -29,7 +49,8 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["LINK_FLOOR", "LinkageState", "directional_weights", "initial_linkage", "sharpen_links", "update_linkage"]
+__all__ = ["LINK_FLOOR", "LinkageState", "SparseLinkageState", "directional_weights", "initial_linkage",
+           "initial_sparse_linkage", "sharpen_links", "sparse_linkage_step", "update_linkage"]
 
 # The largest entry below which a forward or backward weighting counts as noise in `sharpen_links`.
 LINK_FLOOR = 1e-6
@@ -47,10 +68,104 @@ class LinkageState(NamedTuple):
     precedence: torch.Tensor
 
 
+class SparseLinkageState(NamedTuple):
+    """The sparse temporal linkage between steps (module docstring): row i of L̂ is zero except at
+    the K columns index[i, :], where it holds value[i, :].
+
+    Attributes:
+        index: (B, N, K) int64 column indices j, distinct within each row.
+        value: (B, N, K) L̂[i, index[i, k]] in [0, 1]; zero where a row has fewer than K links.
+        precedence: (B, N) p, dense, summing to at most 1.
+    """
+
+    index: torch.Tensor
+    value: torch.Tensor
+    precedence: torch.Tensor
+
+
 def initial_linkage(batch: int, slots: int, *, device=None, dtype=None) -> LinkageState:
     """No writes yet: L = 0 and p = 0."""
     return LinkageState(torch.zeros(batch, slots, slots, device=device, dtype=dtype),
                         torch.zeros(batch, slots, device=device, dtype=dtype))
+
+
+def initial_sparse_linkage(batch: int, slots: int, top_k: int, *, device=None,
+                           dtype=None) -> SparseLinkageState:
+    """No writes yet: every row holds K zero entries, at columns 0 … K−1 (distinct, as the
+    update needs); K is `top_k`, at most `slots` (K = N keeps every entry: the dense link)."""
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise ValueError(f"initial_sparse_linkage: top_k must be an integer ≥ 1, got {top_k!r}")
+    k = min(top_k, slots)
+    index = torch.arange(k, device=device).expand(batch, slots, k).clone()  # (B, N, K)
+    return SparseLinkageState(index, torch.zeros(batch, slots, k, device=device, dtype=dtype),
+                              torch.zeros(batch, slots, device=device, dtype=dtype))
+
+
+def sparse_linkage_step(state: SparseLinkageState, write_weights: torch.Tensor,
+                        read_weights: torch.Tensor) -> tuple[SparseLinkageState, torch.Tensor, torch.Tensor]:
+    """One step of the sparse link matrix (module docstring) and the directional weightings.
+
+    The sparse counterpart of `diffvm.interp.kernels.linkage_step`: L̂_t, p_t, f_t = L̂_t w^r_{t−1}
+    and b_t = L̂_tᵀ w^r_{t−1}, in O(B·N·K) time and memory (O(B·R·N·K) for f and b). Gradients flow
+    through the kept values by autograd; the choice of what is kept carries none.
+
+    Args:
+        state: a `SparseLinkageState` with K entries per row.
+        write_weights: (B, N) w^w_t, summing to at most 1.
+        read_weights: (B, R, N) w^r_{t−1}.
+    Returns:
+        the `SparseLinkageState` L̂_t, p_t, forward f_t (B, R, N) and backward b_t (B, R, N).
+    """
+    index, value, precedence = state
+    batch, slots, k = index.shape
+    w = write_weights
+    if w.shape != (batch, slots) or precedence.shape != (batch, slots) or read_weights.dim() != 3 \
+            or read_weights.shape[::2] != (batch, slots):
+        raise ValueError(f"sparse_linkage_step: expected index/value (B, N, K), precedence (B, N), write_weights "
+                         f"(B, N) and read_weights (B, R, N), got index {tuple(index.shape)}, precedence "
+                         f"{tuple(precedence.shape)}, write_weights {tuple(w.shape)}, read_weights "
+                         f"{tuple(read_weights.shape)}")
+    p_values, p_index = precedence.topk(k, dim=-1)  # (B, K) each: p̂'s support, K distinct columns
+    # slot j's place m in p̂'s support (p_index[m] = j), or K off the support
+    place = torch.full_like(precedence, k, dtype=torch.long).scatter(
+        -1, p_index, torch.arange(k, device=index.device).expand(batch, k))  # (B, N)
+    columns = index.flatten(1)  # (B, N·K)
+    old_place = place.gather(-1, columns).view_as(index)  # (B, N, K)
+    # the K candidate entries at p̂'s columns: L̂[i, j] (moved out of the old entries that hold column j,
+    # which scatter to place m < K; the others to the spare slot K) decayed, plus w[i]·p̂[j]
+    moved = value.new_zeros(batch, slots, k + 1).scatter_add(-1, old_place, value)[..., :k]  # (B, N, K)
+    w_i = w.unsqueeze(-1)  # (B, N, 1)
+    w_p = w.gather(-1, p_index).unsqueeze(1)  # (B, 1, K): w[j] at p̂'s columns
+    at_p = (1 - w_i - w_p) * moved + w_i * p_values.unsqueeze(1)  # (B, N, K)
+    rows = torch.arange(slots, device=index.device).view(1, slots, 1)  # (1, N, 1)
+    # L̃[i, i] = 0: a slot does not follow itself. Only the entries at p̂'s columns can hold the
+    # diagonal with a nonzero value: an old entry at column i (from the initial columns 0 … K−1) is 0
+    at_p = at_p.masked_fill(p_index.unsqueeze(1) == rows, 0)  # (B, N, K)
+    # the old entries off p̂'s support, decayed: (1 − w[i] − w[j])·L̂[i, j]
+    kept = (1 - w_i - w.gather(-1, columns).view_as(value)) * value  # (B, N, K)
+    candidates = torch.cat([index, p_index.unsqueeze(1).expand(batch, slots, k)], -1)  # (B, N, 2K) columns
+    values = torch.cat([kept, at_p], -1)  # (B, N, 2K)
+    # old entries on p̂'s support moved into `at_p`: never chosen, so the columns of a row stay distinct
+    # (the K entries at p̂'s columns rank ≥ 0, so K distinct columns are always there to choose)
+    rank = torch.cat([kept.detach().masked_fill(old_place < k, -1), at_p.detach()], -1)  # (B, N, 2K)
+    chosen = rank.topk(k, dim=-1).indices  # (B, N, K)
+    new_state = SparseLinkageState(candidates.gather(-1, chosen), values.gather(-1, chosen),
+                                   (1 - w.sum(-1, keepdim=True)) * precedence + w)
+    forward, backward = _sparse_directional_weights(new_state.index, new_state.value, read_weights)
+    return new_state, forward, backward
+
+
+def _sparse_directional_weights(index: torch.Tensor, value: torch.Tensor,
+                                read_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """f = L̂ w^r and b = L̂ᵀ w^r for the sparse L̂ of `index` (B, N, K), `value` (B, N, K)."""
+    batch, slots, k = index.shape
+    heads = read_weights.shape[1]
+    columns = index.flatten(1).unsqueeze(1).expand(batch, heads, slots * k)  # (B, R, N·K)
+    at_columns = read_weights.gather(-1, columns).view(batch, heads, slots, k)  # (B, R, N, K): w^r[j]
+    forward = (at_columns * value.unsqueeze(1)).sum(-1)  # (B, R, N): f[i] = Σ_k L̂[i, j_k]·w^r[j_k]
+    from_rows = (value.unsqueeze(1) * read_weights.unsqueeze(-1)).flatten(2)  # (B, R, N·K): L̂[i, j_k]·w^r[i]
+    backward = torch.zeros_like(read_weights).scatter_add(-1, columns, from_rows)  # (B, R, N): b[j] = Σ_i …
+    return forward, backward
 
 
 def update_linkage(state: LinkageState, write_weights: torch.Tensor) -> LinkageState:

@@ -31,7 +31,8 @@ this op alone: L_{t−1} cannot be recovered from L_t (a one-hot write to slot i
 to p and column i to 0, erasing what both held; a soft one divides by 1 − w[i] − w[j], which can
 be near 0), so storing fewer link matrices means recomputing steps forward from a stored one
 (checkpointing segments of the episode: about 2·√T matrices instead of T) or the sparse top-K
-link matrix of Rae et al. 2016.
+link matrix of Graves et al. 2016 (Methods) and Rae et al. 2016, which keeps (B, N, K) entries
+(`diffvm.memory.linkage.sparse_linkage_step`, `DNCMemory(link_top_k=K)`).
 
 `linkage_step` is the entry point; `link_step_reference` is the plain-PyTorch forward (the test
 oracle, through autograd, and the benchmark baseline). The op `diffvm::link_step` and its
@@ -149,6 +150,7 @@ def _backward(ctx, grad_link, grad_forward, grad_backward):
 
 
 _link_step.register_autograd(_backward, setup_context=_setup_context)
+
 
 
 def linkage_step(state, write_weights: Tensor, read_weights: Tensor, *, impl: str = "auto"):

@@ -380,12 +380,24 @@ def test_pondernet_loss_equals_a_plain_loop_over_steps_and_ponder_steps():
     ({"memory": "stack", "machine_memory": True}, "machine_memory"),
     ({"ops": ARITH, "machine_memory": True}, "machine_memory"),
     ({"clip": 0.0}, "clip"),
+    ({"memory": "ntm", "link_top_k": 8}, "link_top_k"),
+    ({"memory": "dnc", "link_top_k": -1}, "link_top_k"),
 ])
 def test_config_errors_name_the_field(fields, field):
     with pytest.raises(ValueError, match=rf"ModelConfig\.{field}\b"):
         ModelConfig(**fields).validate()
     with pytest.raises(ValueError, match=rf"ModelConfig\.{field}\b"):
         MemoryModel(ModelConfig(**fields), IN, OUT)
+
+
+def test_link_top_k_gives_the_dnc_sparse_links():
+    from diffvm.memory import SparseLinkageState
+
+    model = MemoryModel(ModelConfig(memory="dnc", memory_slots=12, memory_width=4, link_top_k=3), IN, OUT)
+    state = model.memory.initial_state(2)
+    assert isinstance(state.linkage, SparseLinkageState) and state.linkage.index.shape == (2, 12, 3)
+    out = model(torch.randn(2, 5, IN))
+    assert torch.isfinite(out.logits).all()
 
 
 def test_machine_memory_with_a_memory_without_machine_ops_is_rejected_at_construction():
