@@ -9,6 +9,7 @@ from diffvm.controllers.induce import (
     evaluate_program,
     greedy_program,
     induce,
+    sample_programs,
 )
 from diffvm.controllers.l2e_eval import evaluate_l2e, evaluate_l2e_run, greedy_decode
 from diffvm.controllers.model import MEMORIES, MemoryModel, ModelConfig, ModelOutput, StepRecord
@@ -28,5 +29,5 @@ __all__ = [
     "NPOutput", "NeuralProgrammer", "NeuralProgrammerConfig", "ProgramController", "Run", "StepLogits", "StepRecord",
     "TrainConfig", "arithmetic_machine", "evaluate", "evaluate_l2e", "evaluate_l2e_run", "evaluate_np",
     "evaluate_program", "greedy_decode", "greedy_program", "induce", "load_checkpoint", "load_run", "plot_choices",
-    "run_config", "save_checkpoint", "train", "train_neural_programmer",
+    "run_config", "sample_programs", "save_checkpoint", "train", "train_neural_programmer",
 ]

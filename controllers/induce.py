@@ -10,7 +10,15 @@ an option (`InductionConfig.strategy` and the knobs below it):
 - "reinforce": score-function training (Williams 1992, as Zaremba & Sutskever trained the
   RL-NTM): programs are sampled from the controller, run by the hard interpreter on a few fresh
   inputs, rewarded 1 when every answer is exact, and the log-probability of each is pushed by
-  (reward − moving-average baseline), plus an entropy bonus.
+  (reward − moving-average baseline), plus an entropy bonus. `reward="graded"` rewards the
+  task's partial credit instead (for memory tasks the fraction of scored cells right): a dense
+  signal for tasks whose exact reward is rarely hit by chance.
+
+Sampled discretisation (`samples > 0`): besides the controller's most probable program, programs
+drawn from it are scored by the hard interpreter on the training check inputs (`samples` of them
+at each check; under "reinforce" also every program of an update that was exact on its reward
+inputs), and the best one is kept when it beats the greedy program. A solution the policy
+samples but does not yet rank first is not lost, and the choice uses training data only.
 
 Restarts run several seeds one after another and keep the first whose discretised program is
 exact on training inputs (else the best on them): selection never sees held-out data.
@@ -33,7 +41,8 @@ from diffvm.programs import Program, discretise
 from diffvm.tasks import ArithmeticTask
 from diffvm.tasks.nram import MemoryTask
 
-__all__ = ["InductionConfig", "InductionResult", "induce", "arithmetic_machine", "evaluate_program"]
+__all__ = ["InductionConfig", "InductionResult", "induce", "arithmetic_machine", "evaluate_program", "greedy_program",
+           "sample_programs"]
 
 # Gradient clipping (global norm), as is usual for RNN controllers.
 CLIP_NORM = 10.0
@@ -61,6 +70,8 @@ class InductionConfig:
     gumbel: bool = False  # soft: straight-through Gumbel-softmax samples instead of expectations
     depth_curriculum: bool = False  # soft: 1 step first, one more each 1/T of the first half
     reward_inputs: int = 4  # reinforce: fresh inputs each sampled program is tested on
+    reward: str = "exact"  # reinforce: "exact" (1 if every answer is right, else 0) or "graded" (partial credit)
+    samples: int = 0  # programs sampled at each check for sampled discretisation (module docstring); 0: off
     baseline_decay: float = 0.9  # reinforce: moving-average baseline of the reward
     restarts: int = 4  # seeds tried in turn; the first exact on training data is kept
     check_every: int = 25  # updates between checks of the discretised program on training data
@@ -80,6 +91,8 @@ class InductionConfig:
             "entropy": self.entropy >= 0,
             "gradient_noise": self.gradient_noise >= 0,
             "reward_inputs": self.reward_inputs >= 1,
+            "reward": self.reward in ("exact", "graded"),
+            "samples": self.samples >= 0,
             "baseline_decay": 0 <= self.baseline_decay < 1,
             "restarts": self.restarts >= 1,
             "check_every": self.check_every >= 1,
@@ -90,6 +103,8 @@ class InductionConfig:
                 raise ValueError(f"InductionConfig.{name} = {getattr(self, name)!r} is out of range")
         if self.strategy == "reinforce" and (self.gumbel or self.depth_curriculum):
             raise ValueError("InductionConfig.gumbel and .depth_curriculum apply to strategy='soft' only")
+        if self.strategy == "soft" and self.reward != "exact":
+            raise ValueError("InductionConfig.reward applies to strategy='reinforce' only")
 
 
 @dataclass
@@ -105,6 +120,7 @@ class InductionResult:
     seconds: float
     controller: ProgramController
     machine: Machine
+    sampled: bool = False  # the program was drawn from the controller (sampled discretisation), not its argmax
 
 
 def arithmetic_machine(opset: OpSet | None = None) -> Machine:
@@ -151,6 +167,22 @@ def greedy_program(controller: ProgramController) -> Program:
     return discretise(controller.machine, trace)
 
 
+def _sample_step(lg: StepLogits, tau: float, gen: torch.Generator) -> list[torch.Tensor]:
+    """(B,) indices drawn from a step's distributions at temperature `tau`: the op's, then each slot's."""
+    return [torch.multinomial(torch.softmax(x / tau, -1), 1, generator=gen).squeeze(1) for x in (lg.op, *lg.operands)]
+
+
+def sample_programs(controller: ProgramController, n: int, tau: float, gen: torch.Generator) -> list[Program]:
+    """The distinct programs among `n` drawn from the controller at temperature `tau`, in order of first draw."""
+    with torch.no_grad():
+        _, trace = controller(lambda t, lg: _one_hot_instruction(lg, _sample_step(lg, tau, gen)), batch=n)
+    unique: dict = {}  # program steps -> program
+    for i in range(n):
+        program = discretise(controller.machine, trace, example=i)
+        unique.setdefault(program.steps, program)
+    return list(unique.values())
+
+
 def _soft_update(controller, machine, task, cfg, rng, gen, update) -> dict:
     tau = _temperature(cfg, update)
     steps = cfg.program_steps
@@ -182,8 +214,7 @@ class _Reinforce:
         chosen: list[list[torch.Tensor]] = []
 
         def decide(t: int, lg: StepLogits) -> Instruction:
-            picks = [torch.multinomial(torch.softmax(x / tau, -1), 1, generator=gen).squeeze(1)
-                     for x in (lg.op, *lg.operands)]
+            picks = _sample_step(lg, tau, gen)
             chosen.append(picks)
             return _one_hot_instruction(lg, picks)
 
@@ -200,19 +231,22 @@ class _Reinforce:
                 lp = F.log_softmax(x / tau, -1).gather(1, p[:, None]).squeeze(1)
                 logp = logp + torch.where(used[:, s], lp, torch.zeros_like(lp))
         examples = task.examples(rng, cfg.reward_inputs)
-        rewards, cache = [], {}
+        score = getattr(task, "partial_credit", task.exact) if cfg.reward == "graded" else task.exact
+        rewards, cache, perfect = [], {}, {}
         for i in range(cfg.batch):
             program = discretise(machine, trace, example=i)
             key = program.steps
             if key not in cache:
-                cache[key] = task.exact(program, examples) == 1.0
-            rewards.append(float(cache[key]))
+                cache[key] = score(program, examples)
+                if cache[key] == 1.0:  # every answer exact (partial credit is 1 exactly then)
+                    perfect[key] = program
+            rewards.append(cache[key] if cfg.reward == "graded" else float(cache[key] == 1.0))
         reward = torch.tensor(rewards)
         advantage = reward - self.baseline
         self.baseline = cfg.baseline_decay * self.baseline + (1 - cfg.baseline_decay) * reward.mean().item()
         entropy = _entropy(logits, tau).mean()
         loss = -(advantage * logp).mean() - cfg.entropy * entropy
-        return {"loss": loss, "reward": reward.mean().item(), "temperature": tau}
+        return {"loss": loss, "reward": reward.mean().item(), "temperature": tau, "perfect": list(perfect.values())}
 
 
 def _add_gradient_noise(params, cfg: InductionConfig, update: int, gen: torch.Generator) -> None:
@@ -236,7 +270,8 @@ def induce(
         task: what to learn: any object with `machine()`, `examples(rng, n)`, `exact(program,
             examples)` (the hard interpreter's fraction right) and `soft_fit(machine,
             instructions, examples)` (a differentiable loss), like `ArithmeticTask` and the
-            NRAM-style `MemoryTask`s.
+            NRAM-style `MemoryTask`s; optionally `partial_credit(program, examples)`, a score in
+            [0, 1] that is 1 exactly when `exact` is (`reward="graded"`; default: `exact`).
         cfg: the strategy and its knobs.
         machine: defaults to `task.machine()`.
         log: called with a metrics record (a JSON-able dict) at every check.
@@ -245,7 +280,7 @@ def induce(
     cfg.validate()
     machine = machine or task.machine()
     start = time.perf_counter()
-    best = None  # (train accuracy, restart, updates, program, controller)
+    best = None  # (train accuracy, restart, updates, program, controller, from samples)
     total = 0
     seeds = np.random.SeedSequence(cfg.seed).spawn(cfg.restarts)
     check_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(cfg.restarts + 1)[-1])
@@ -259,8 +294,11 @@ def induce(
         optimiser = torch.optim.Adam(controller.parameters(), lr=cfg.lr)
         step_fn = _Reinforce().update if cfg.strategy == "reinforce" else _soft_update
         accuracy, program, done = 0.0, None, 0
+        sampled: tuple[float, Program | None] = (-1.0, None)  # best sampled program: (check accuracy, program)
+        checked: dict = {}  # program steps -> accuracy on the check inputs, for sampled programs
         for update in range(cfg.updates):
             metrics = step_fn(controller, machine, task, cfg, rng, gen, update)
+            perfect = metrics.pop("perfect", [])  # reinforce: programs exact on their reward inputs
             optimiser.zero_grad()
             metrics.pop("loss").backward()
             if cfg.gradient_noise > 0:
@@ -270,19 +308,31 @@ def induce(
             done = update + 1
             if progress:
                 progress(1)
-            if done % cfg.check_every == 0 or done == cfg.updates:
+            checking = done % cfg.check_every == 0 or done == cfg.updates
+            if cfg.samples > 0:
+                drawn = sample_programs(controller, cfg.samples, metrics["temperature"], gen) if checking else []
+                for candidate in [*perfect, *drawn]:
+                    if candidate.steps not in checked:
+                        checked[candidate.steps] = task.exact(candidate, check)
+                    if checked[candidate.steps] > sampled[0]:
+                        sampled = (checked[candidate.steps], candidate)
+            if checking or sampled[0] == 1.0:
                 program = greedy_program(controller)
                 accuracy = task.exact(program, check)
                 if log:
-                    log({"function": task.name, "restart": restart, "update": done,
-                         "train_accuracy": accuracy, **metrics, "program": "; ".join(map(str, program.steps))})
-                if accuracy == 1.0:
+                    extra = {"sampled_accuracy": sampled[0]} if cfg.samples > 0 else {}
+                    log({"function": task.name, "restart": restart, "update": done, "train_accuracy": accuracy,
+                         **extra, **metrics, "program": "; ".join(map(str, program.steps))})
+                if accuracy == 1.0 or sampled[0] == 1.0:
                     break
+        from_samples = sampled[0] > accuracy
+        if from_samples:
+            accuracy, program = sampled
         total += done
         if best is None or accuracy > best[0]:
-            best = (accuracy, restart, done, program, controller)
+            best = (accuracy, restart, done, program, controller, from_samples)
         if accuracy == 1.0:
             break
-    accuracy, restart, done, program, controller = best
+    accuracy, restart, done, program, controller, from_samples = best
     return InductionResult(task.name, program, accuracy == 1.0, restart, done, total,
-                           time.perf_counter() - start, controller, machine)
+                           time.perf_counter() - start, controller, machine, from_samples)

@@ -139,7 +139,8 @@ def _induce_memory_task(args: argparse.Namespace, config_from_args) -> int:
     train_acc = task.exact(result.program, task.examples(rng, MEMORY_TEST_PROBLEMS))
     big = resize_program(result.program, task_cfg.test_cells)
     test_acc = task.exact(big, task.examples(rng, MEMORY_TEST_PROBLEMS, task_cfg.test_cells))
-    summary = {"task": args.task, "solved_on_training_data": result.solved, "restart": result.restart,
+    summary = {"task": args.task, "solved_on_training_data": result.solved, "sampled": result.sampled,
+               "restart": result.restart,
                "updates": result.total_updates, "seconds": round(result.seconds, 1), "cells": task_cfg.cells,
                "discretised_accuracy": train_acc, "test_cells": task_cfg.test_cells,
                "discretised_accuracy_test_cells": test_acc, "program": result.program.listing(),

@@ -178,6 +178,16 @@ class MemoryTask(ABC):
         ]
         return float(np.mean(right))
 
+    def partial_credit(self, program: Program, examples: MemoryExamples) -> float:
+        """The fraction of scored cells, over all problems, that the program (hard interpreter) leaves
+        right: a graded score where `exact` gives a problem 0 or 1 (induction's `reward="graded"`).
+        It is 1 exactly when `exact` is."""
+        right = [
+            np.asarray(self.final_memory(program, m))[s] == t[s]
+            for m, t, s in zip(examples.memory, examples.target, examples.scored)
+        ]
+        return float(np.concatenate(right).mean())
+
     def soft_fit(self, machine: Machine, instructions, examples: MemoryExamples) -> torch.Tensor:
         """NRAM's loss: −log P(a scored cell holds its target value), averaged over scored cells,
         from the soft machine run on `instructions` (one program for the whole batch)."""

@@ -4,10 +4,19 @@ import numpy as np
 import pytest
 import torch
 
-from diffvm.controllers import InductionConfig, ProgramController, arithmetic_machine, evaluate_program, induce
+from diffvm.controllers import (
+    InductionConfig,
+    ProgramController,
+    arithmetic_machine,
+    evaluate_program,
+    greedy_program,
+    induce,
+)
 from diffvm.controllers.cli import main
+from diffvm.controllers.induce import SOLVED_CHECK_INPUTS, sample_programs
 from diffvm.interp import Instruction
 from diffvm.tasks import ArithmeticTask
+from diffvm.tasks.nram import Access, resize_program
 
 
 def test_reinforce_induces_a_two_step_program_that_generalises():
@@ -53,10 +62,79 @@ def test_controller_feeds_each_step_the_previous_choice_and_masks_future_sources
 
 
 @pytest.mark.parametrize("field, value", [("strategy", "greedy"), ("updates", 0), ("lr", -1.0),
-                                          ("baseline_decay", 1.0), ("cell", "rnn")])
+                                          ("baseline_decay", 1.0), ("cell", "rnn"), ("reward", "cells"),
+                                          ("samples", -1)])
 def test_bad_config_values_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"InductionConfig.{field}"):
         InductionConfig(**{field: value}).validate()
+
+
+def test_graded_reward_is_for_reinforce_only():
+    with pytest.raises(ValueError, match="InductionConfig.reward applies to strategy='reinforce' only"):
+        InductionConfig(strategy="soft", reward="graded").validate()
+
+
+def test_sample_programs_draws_distinct_programs_and_the_same_seed_draws_the_same():
+    torch.manual_seed(0)
+    controller = ProgramController(Access(6, ("inc",)).machine(), 3, hidden=8)
+    a = sample_programs(controller, 40, 1.0, torch.Generator().manual_seed(1))
+    b = sample_programs(controller, 40, 1.0, torch.Generator().manual_seed(1))
+    assert [p.steps for p in a] == [p.steps for p in b]
+    assert 1 < len(a) == len({p.steps for p in a}) and all(len(p.steps) == 3 for p in a)
+    assert [p.steps for p in sample_programs(controller, 40, 1.0, torch.Generator().manual_seed(2))] != \
+        [p.steps for p in a]
+    cold = sample_programs(controller, 20, 1e-4, torch.Generator().manual_seed(1))  # all mass on the argmax
+    assert [p.steps for p in cold] == [greedy_program(controller).steps]
+
+
+class _ScoringLog(Access):
+    """Access that records every program the hard interpreter scores, with its accuracy, by batch size."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.scored: dict[int, dict] = {}
+
+    def exact(self, program, examples):
+        accuracy = super().exact(program, examples)
+        self.scored.setdefault(len(examples.memory), {})[program.steps] = accuracy
+        return accuracy
+
+
+def test_sampled_discretisation_solves_access_with_a_program_the_hard_interpreter_checked():
+    task = _ScoringLog(6, ("inc",))
+    cfg = InductionConfig(strategy="soft", program_steps=4, updates=200, batch=16, lr=0.01, restarts=2,
+                          samples=64, seed=0)
+    records = []
+    result = induce(task, cfg, log=records.append)
+    assert result.solved, result.program.listing()
+    # the program returned is one the hard interpreter scored on the training check inputs, and exact there
+    assert task.scored[SOLVED_CHECK_INPUTS][result.program.steps] == 1.0
+    # here a sample is exact before the argmax is: the run stops at that check with the sampled program
+    assert result.sampled and records[-1]["train_accuracy"] < 1.0 == records[-1]["sampled_accuracy"]
+    big = resize_program(result.program, 24)  # held out: 4× the cells
+    assert Access(24, ("inc",)).exact(big, Access(24).examples(np.random.default_rng(9), 100)) == 1.0
+    again = induce(_ScoringLog(6, ("inc",)), cfg)
+    assert again.program.steps == result.program.steps and again.total_updates == result.total_updates
+
+
+def test_sampled_discretisation_off_returns_the_greedy_program():
+    task = _ScoringLog(6, ("inc",))
+    records = []
+    result = induce(task, InductionConfig(strategy="soft", program_steps=4, updates=20, batch=8, restarts=1,
+                                          check_every=10), log=records.append)
+    assert not result.sampled and "sampled_accuracy" not in records[-1]
+    assert set(task.scored) == {SOLVED_CHECK_INPUTS}  # only the greedy programs at the checks were scored
+    assert "; ".join(map(str, result.program.steps)) == records[-1]["program"]
+
+
+def test_reinforce_with_graded_reward_and_sampled_discretisation_solves_arithmetic():
+    task = ArithmeticTask("(a+b)*c")
+    records = []
+    result = induce(task, InductionConfig(seed=0, restarts=1, updates=400, reward="graded", samples=16),
+                    log=records.append)
+    assert result.solved and records[-1]["sampled_accuracy"] <= 1.0
+    x, y = task.sample(np.random.default_rng(1), 200, heldout=True)
+    assert evaluate_program(result.program, task, x, y) == 1.0
 
 
 def test_demo_json_summary(tmp_path, capsys):

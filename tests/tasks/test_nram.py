@@ -164,3 +164,26 @@ def test_diffvm_train_runs_a_memory_task_and_writes_its_run(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(argv)  # the run exists: refused, nothing overwritten
     assert "exists; choose another --run-dir" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", MEMORY_TASKS)
+def test_partial_credit_counts_scored_cells_and_is_one_only_for_exact_programs(name):
+    task = get_memory_task(name)(8)
+    examples = task.examples(np.random.default_rng(3), 40)
+    assert task.partial_credit(_program(task, SOLUTIONS[name]), examples) == 1.0
+    idle = _program(task, [("mem::read", "zero")])  # leaves the memory as it was
+    unchanged = (examples.memory == examples.target) & examples.scored  # scored cells already right
+    assert task.partial_credit(idle, examples) == pytest.approx(unchanged.sum() / examples.scored.sum())
+    assert task.exact(idle, examples) < 1.0 and task.partial_credit(idle, examples) < 1.0
+
+
+def test_partial_credit_of_swap_gives_half_a_swap_its_share():
+    task = Swap(8)
+    examples = task.examples(np.random.default_rng(0), 30)
+    half = _program(task, SOLUTIONS["swap"][:5])  # cell p gets A[q]; cell q keeps its value
+    rows = np.arange(30)
+    same = examples.memory[rows, examples.memory[:, 0]] == examples.memory[rows, examples.memory[:, 1]]
+    assert task.exact(half, examples) == pytest.approx(same.mean())  # right only where A[p] = A[q]
+    # 5 array cells: 4 right, the fifth (cell q) where A[p] = A[q]
+    assert task.partial_credit(half, examples) == pytest.approx(np.mean((4 + same) / 5))
+    assert task.partial_credit(half, examples) > task.exact(half, examples)
