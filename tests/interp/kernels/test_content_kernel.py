@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_checks import outputs_and_gradients
 
 from diffvm.interp.kernels import NORM_EPS, _dispatch, content_weights, content_weights_reference
 from diffvm.memory import addressing
@@ -34,12 +35,6 @@ def _inputs(batch, slots, width, heads, *, masked, seed, dtype=torch.float64):
     return memory, keys, strengths, mask
 
 
-def _outputs_and_gradients(fn, inputs, seed=0):
-    leaves = [None if x is None else x.clone().requires_grad_() for x in inputs]
-    y = fn(*leaves)
-    gen = torch.Generator().manual_seed(seed)
-    (y * torch.randn(y.shape, generator=gen, dtype=y.dtype)).sum().backward()
-    return y.detach(), [x.grad for x in leaves if x is not None]
 
 
 def test_norm_guard_is_the_devices_guard():
@@ -51,8 +46,8 @@ def test_norm_guard_is_the_devices_guard():
 def test_outputs_and_gradients_match_the_devices_content_weights(impl, masked):
     inputs = _inputs(2, 6, 5, 3, masked=masked, seed=1)
     fn = content_weights_reference if impl == "oracle" else lambda *xs: content_weights(*xs, impl=impl)
-    want, want_grads = _outputs_and_gradients(addressing.content_weights, inputs)
-    got, grads = _outputs_and_gradients(fn, inputs)
+    want, want_grads = outputs_and_gradients(addressing.content_weights, inputs)
+    got, grads = outputs_and_gradients(fn, inputs)
     if impl == "reference" and not masked:
         assert torch.equal(got, want)  # the same operations in the same order
     for a, b in zip([got, *grads], [want, *want_grads]):
@@ -84,8 +79,8 @@ def test_weights_match_a_plain_loop_over_the_papers_equations(impl):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_output_and_every_gradient_match_autograd_of_the_reference(impl, shape, masked, dtype):
     inputs = _inputs(*shape, masked=masked, seed=3, dtype=dtype)
-    want, want_grads = _outputs_and_gradients(content_weights_reference, inputs)
-    got, grads = _outputs_and_gradients(lambda *xs: content_weights(*xs, impl=impl), inputs)
+    want, want_grads = outputs_and_gradients(content_weights_reference, inputs)
+    got, grads = outputs_and_gradients(lambda *xs: content_weights(*xs, impl=impl), inputs)
     for name, a, b in zip(["y", "dM", "dk", "dβ", "dm"], [got, *grads], [want, *want_grads]):
         assert a.dtype == dtype and a.shape == b.shape, name
         torch.testing.assert_close(a, b, **TOLERANCES[dtype], msg=lambda m, name=name: f"{name}: {m}")
@@ -172,7 +167,7 @@ def test_dispatch_refuses_an_unmet_triton_request_and_bad_arguments(monkeypatch)
 @pytest.mark.parametrize("masked", [False, True], ids=["unmasked", "masked"])
 def test_full_size_triton_matches_the_reference_on_gpu(masked):
     inputs = [None if x is None else x.float().cuda() for x in _inputs(16, 4096, 64, 5, masked=masked, seed=9)]
-    want, want_grads = _outputs_and_gradients(lambda *xs: content_weights(*xs, impl="reference"), inputs)
-    got, grads = _outputs_and_gradients(lambda *xs: content_weights(*xs, impl="triton"), inputs)
+    want, want_grads = outputs_and_gradients(lambda *xs: content_weights(*xs, impl="reference"), inputs)
+    got, grads = outputs_and_gradients(lambda *xs: content_weights(*xs, impl="triton"), inputs)
     for a, b in zip([got, *grads], [want, *want_grads]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

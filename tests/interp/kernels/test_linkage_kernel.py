@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_checks import outputs_and_gradients
 
 from diffvm.interp.kernels import _dispatch, link_step_reference, linkage_step
 from diffvm.memory.linkage import LinkageState, directional_weights, update_linkage
@@ -41,12 +42,7 @@ def _step(impl, link, w, p, r):
 
 
 def _outputs_and_gradients(impl, inputs, seed=0):
-    leaves = [x.clone().requires_grad_() for x in inputs]
-    outputs = _step(impl, *leaves)
-    gen = torch.Generator().manual_seed(seed)
-    loss = sum((y * torch.randn(y.shape, generator=gen, dtype=y.dtype)).sum() for y in outputs)
-    loss.backward()
-    return [y.detach() for y in outputs], [x.grad for x in leaves]
+    return outputs_and_gradients(lambda *xs: _step(impl, *xs), inputs, seed)
 
 
 def test_reference_is_the_dnc_linkage_update_and_directional_weights_to_the_bit():

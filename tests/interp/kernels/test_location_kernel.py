@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_checks import outputs_and_gradients
 
 from diffvm.interp.kernels import _dispatch, location_weights, location_weights_reference
 from diffvm.memory.addressing import interpolate, sharpen, shift
@@ -34,12 +35,6 @@ def _inputs(batch, heads, slots, size, *, seed, dtype=torch.float64):
             simplex(batch, heads, size), 1 + 3 * torch.rand(batch, heads, generator=gen, dtype=dtype))
 
 
-def _outputs_and_gradients(fn, inputs, seed=0):
-    leaves = [x.clone().requires_grad_() for x in inputs]
-    y = fn(*leaves)
-    gen = torch.Generator().manual_seed(seed)
-    (y * torch.randn(y.shape, generator=gen, dtype=y.dtype)).sum().backward()
-    return y.detach(), [x.grad for x in leaves]
 
 
 def _devices_chain(content, previous, gate, shifts, gamma):
@@ -50,8 +45,8 @@ def _devices_chain(content, previous, gate, shifts, gamma):
 def test_weights_and_gradients_match_the_devices_functions(impl):
     inputs = _inputs(2, 3, 6, 3, seed=1)
     fn = location_weights_reference if impl == "oracle" else lambda *xs: location_weights(*xs, impl=impl)
-    want, want_grads = _outputs_and_gradients(_devices_chain, inputs)
-    got, grads = _outputs_and_gradients(fn, inputs)
+    want, want_grads = outputs_and_gradients(_devices_chain, inputs)
+    got, grads = outputs_and_gradients(fn, inputs)
     if impl != "triton":
         assert torch.equal(got, want)  # the same operations in the same order
     for a, b in zip([got, *grads], [want, *want_grads]):
@@ -79,8 +74,8 @@ def test_weights_match_a_plain_loop_over_the_papers_equations(impl):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_output_and_every_gradient_match_autograd_of_the_reference(impl, shape, dtype):
     inputs = _inputs(*shape, seed=3, dtype=dtype)
-    want, want_grads = _outputs_and_gradients(location_weights_reference, inputs)
-    got, grads = _outputs_and_gradients(lambda *xs: location_weights(*xs, impl=impl), inputs)
+    want, want_grads = outputs_and_gradients(location_weights_reference, inputs)
+    got, grads = outputs_and_gradients(lambda *xs: location_weights(*xs, impl=impl), inputs)
     for name, a, b in zip(["w", "dw^c", "dw_prev", "dg", "ds", "dγ"], [got, *grads], [want, *want_grads]):
         assert a.dtype == dtype and a.shape == b.shape, name
         torch.testing.assert_close(a, b, **TOLERANCES[dtype], msg=lambda m, name=name: f"{name}: {m}")
@@ -151,7 +146,7 @@ def test_bad_arguments_are_named():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="full-size kernel test needs a CUDA GPU")
 def test_full_size_triton_matches_the_reference_on_gpu():
     inputs = [x.float().cuda() for x in _inputs(64, 5, 4096, 3, seed=9)]
-    want, want_grads = _outputs_and_gradients(lambda *xs: location_weights(*xs, impl="reference"), inputs)
-    got, grads = _outputs_and_gradients(lambda *xs: location_weights(*xs, impl="triton"), inputs)
+    want, want_grads = outputs_and_gradients(lambda *xs: location_weights(*xs, impl="reference"), inputs)
+    got, grads = outputs_and_gradients(lambda *xs: location_weights(*xs, impl="triton"), inputs)
     for a, b in zip([got, *grads], [want, *want_grads]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

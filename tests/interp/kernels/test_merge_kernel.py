@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_checks import outputs_and_gradients
 
 from diffvm.interp import Pointer, Scalar, Vector
 from diffvm.interp.kernels import _dispatch, merge_results, merge_results_reference
@@ -29,12 +30,6 @@ def _inputs(k, batch, *shape, seed, dtype=torch.float64):
             torch.randn(batch, *shape, generator=gen, dtype=dtype))
 
 
-def _outputs_and_gradients(fn, inputs, seed=0):
-    leaves = [x.clone().requires_grad_() for x in inputs]
-    y = fn(*leaves)
-    gen = torch.Generator().manual_seed(seed)
-    (y * torch.randn(y.shape, generator=gen, dtype=y.dtype)).sum().backward()
-    return y.detach(), [x.grad for x in leaves]
 
 
 @pytest.mark.parametrize("value_type", [Scalar, Vector[3], Pointer[4]], ids=str)
@@ -61,8 +56,8 @@ def test_merge_matches_a_plain_loop(impl):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_output_and_every_gradient_match_autograd_of_the_reference(impl, shape, dtype):
     inputs = _inputs(*shape, seed=3, dtype=dtype)
-    want, want_grads = _outputs_and_gradients(merge_results_reference, inputs)
-    got, grads = _outputs_and_gradients(lambda *xs: merge_results(*xs, impl=impl), inputs)
+    want, want_grads = outputs_and_gradients(merge_results_reference, inputs)
+    got, grads = outputs_and_gradients(lambda *xs: merge_results(*xs, impl=impl), inputs)
     for name, a, b in zip(["r", "dw", "dy", "dr_prev"], [got, *grads], [want, *want_grads]):
         assert a.dtype == dtype and a.shape == b.shape, name
         torch.testing.assert_close(a, b, **TOLERANCES[dtype], msg=lambda m, name=name: f"{name}: {m}")
@@ -132,7 +127,7 @@ def test_auto_merges_mixed_dtypes_as_pytorch_promotes_them():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="full-size kernel test needs a CUDA GPU")
 def test_full_size_triton_matches_the_reference_on_gpu():
     inputs = [x.float().cuda() for x in _inputs(16, 256, 4096, seed=9)]
-    want, want_grads = _outputs_and_gradients(lambda *xs: merge_results(*xs, impl="reference"), inputs)
-    got, grads = _outputs_and_gradients(lambda *xs: merge_results(*xs, impl="triton"), inputs)
+    want, want_grads = outputs_and_gradients(lambda *xs: merge_results(*xs, impl="reference"), inputs)
+    got, grads = outputs_and_gradients(lambda *xs: merge_results(*xs, impl="triton"), inputs)
     for a, b in zip([got, *grads], [want, *want_grads]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

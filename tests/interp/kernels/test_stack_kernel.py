@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_checks import outputs_and_gradients
 
 from diffvm.interp.kernels import _dispatch, strength_step, strength_step_reference
 from diffvm.memory.neural_stack import End, pop, read
@@ -33,12 +34,6 @@ def _inputs(batch, capacity, width, row, *, seed, dtype=torch.float64):
             torch.rand(batch, generator=gen, dtype=dtype), torch.rand(batch, generator=gen, dtype=dtype))
 
 
-def _outputs_and_gradients(fn, inputs, seed=0):
-    leaves = [x.clone().requires_grad_() for x in inputs]
-    outputs = fn(*leaves)
-    gen = torch.Generator().manual_seed(seed)
-    sum((y * torch.randn(y.shape, generator=gen, dtype=y.dtype)).sum() for y in outputs).backward()
-    return [y.detach() for y in outputs], [x.grad for x in leaves]
 
 
 def _devices_step(row, end):
@@ -57,8 +52,8 @@ def test_step_and_gradients_match_the_devices_functions(impl, end):
     inputs = _inputs(3, 7, 4, row, seed=1)
     fn = (lambda *xs: strength_step_reference(*xs, row, end)) if impl == "oracle" else \
         (lambda *xs: strength_step(*xs, row, end=End(end), impl=impl))
-    want, want_grads = _outputs_and_gradients(_devices_step(row, end), inputs)
-    got, grads = _outputs_and_gradients(fn, inputs)
+    want, want_grads = outputs_and_gradients(_devices_step(row, end), inputs)
+    got, grads = outputs_and_gradients(fn, inputs)
     if impl != "triton":  # the same operations: the same numbers, gradients included
         assert all(torch.equal(a, b) for a, b in zip(got + grads, want + want_grads))
     for a, b in zip(got + grads, want + want_grads):
@@ -91,8 +86,8 @@ def test_step_matches_a_plain_loop_over_the_papers_equations(impl, end):
 def test_outputs_and_every_gradient_match_autograd_of_the_reference(impl, shape, dtype):
     batch, capacity, width, row, end = shape
     inputs = _inputs(batch, capacity, width, row, seed=3, dtype=dtype)
-    want, want_grads = _outputs_and_gradients(lambda *xs: strength_step_reference(*xs, row, end), inputs)
-    got, grads = _outputs_and_gradients(lambda *xs: strength_step(*xs, row, end=end, impl=impl), inputs)
+    want, want_grads = outputs_and_gradients(lambda *xs: strength_step_reference(*xs, row, end), inputs)
+    got, grads = outputs_and_gradients(lambda *xs: strength_step(*xs, row, end=end, impl=impl), inputs)
     for name, a, b in zip(["s_t", "r", "ds", "dV", "du", "dd"], got + grads, want + want_grads):
         assert a.dtype == dtype and a.shape == b.shape, name
         torch.testing.assert_close(a, b, **TOLERANCES[dtype], msg=lambda m, name=name: f"{name}: {m}")
@@ -145,7 +140,7 @@ def test_hard_pushes_and_pops_are_a_stack_or_a_queue_of_the_pushed_values(moves,
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("case", ["empty", "full pops and pushes", "huge values"])
-def test_extreme_inputs_give_finite_outputs_and_gradients(impl, case):
+def test_extreme_inputs_give_finiteoutputs_and_gradients(impl, case):
     strengths, values, u, d = _inputs(2, 5, 3, 3, seed=7, dtype=torch.float32)
     if case == "empty":
         strengths = torch.zeros_like(strengths)
@@ -174,7 +169,7 @@ def test_bad_arguments_are_named():
 @pytest.mark.parametrize("end", ["top", "bottom"])
 def test_full_size_triton_matches_the_reference_on_gpu(end):
     inputs = [x.float().cuda() for x in _inputs(256, 1024, 64, 600, seed=9)]
-    want, want_grads = _outputs_and_gradients(lambda *xs: strength_step(*xs, 600, end=end, impl="reference"), inputs)
-    got, grads = _outputs_and_gradients(lambda *xs: strength_step(*xs, 600, end=end, impl="triton"), inputs)
+    want, want_grads = outputs_and_gradients(lambda *xs: strength_step(*xs, 600, end=end, impl="reference"), inputs)
+    got, grads = outputs_and_gradients(lambda *xs: strength_step(*xs, 600, end=end, impl="triton"), inputs)
     for a, b in zip(got + grads, want + want_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

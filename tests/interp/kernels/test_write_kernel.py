@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_checks import outputs_and_gradients
 
 from diffvm.interp.kernels import _dispatch, write_and_read, write_and_read_reference
 
@@ -34,12 +35,6 @@ def _inputs(batch, slots, width, heads, read_heads, *, seed, dtype=torch.float64
             torch.softmax(torch.randn(batch, read_heads, slots, generator=gen, dtype=dtype), -1))
 
 
-def _outputs_and_gradients(fn, inputs, seed=0):
-    leaves = [x.clone().requires_grad_() for x in inputs]
-    outputs = fn(*leaves)
-    gen = torch.Generator().manual_seed(seed)
-    sum((y * torch.randn(y.shape, generator=gen, dtype=y.dtype)).sum() for y in outputs).backward()
-    return [y.detach() for y in outputs], [x.grad for x in leaves]
 
 
 def _ntm_step(before):
@@ -58,8 +53,8 @@ def test_write_and_gradients_match_the_ntms_former_erase_add(impl, before):
     inputs = _inputs(2, 5, 3, 2, 3, seed=1)
     fn = (lambda *xs: write_and_read_reference(*xs, before)) if impl == "oracle" else \
         (lambda *xs: write_and_read(*xs, reads_before_write=before, impl=impl))
-    want, want_grads = _outputs_and_gradients(_ntm_step(before), inputs)
-    got, grads = _outputs_and_gradients(fn, inputs)
+    want, want_grads = outputs_and_gradients(_ntm_step(before), inputs)
+    got, grads = outputs_and_gradients(fn, inputs)
     if impl != "triton":  # the same operations: the same values
         assert all(torch.equal(a, b) for a, b in zip(got, want))
     if impl == "oracle":  # and, through autograd, the same gradients
@@ -96,8 +91,8 @@ def test_write_matches_a_plain_loop_over_the_papers_equations(impl, before):
 def test_outputs_and_every_gradient_match_autograd_of_the_reference(impl, shape, dtype):
     *sizes, before = shape
     inputs = _inputs(*sizes, seed=3, dtype=dtype)
-    want, want_grads = _outputs_and_gradients(lambda *xs: write_and_read_reference(*xs, before), inputs)
-    got, grads = _outputs_and_gradients(lambda *xs: write_and_read(*xs, reads_before_write=before, impl=impl), inputs)
+    want, want_grads = outputs_and_gradients(lambda *xs: write_and_read_reference(*xs, before), inputs)
+    got, grads = outputs_and_gradients(lambda *xs: write_and_read(*xs, reads_before_write=before, impl=impl), inputs)
     for name, a, b in zip(NAMES, got + grads, want + want_grads):
         assert a.dtype == dtype and a.shape == b.shape, name
         torch.testing.assert_close(a, b, **TOLERANCES[dtype], msg=lambda m, name=name: f"{name}: {m}")
@@ -115,9 +110,9 @@ def test_a_full_erase_by_one_head_gets_the_other_heads_gradient_without_dividing
     memory, ww, e, a, rw = _inputs(1, 3, 2, 2, 1, seed=5)
     ww = torch.tensor([[[1.0, 0.0, 0.0], [0.3, 0.5, 0.2]]], dtype=torch.float64)
     e = torch.ones_like(e)
-    want, want_grads = _outputs_and_gradients(lambda *xs: write_and_read_reference(*xs), (memory, ww, e, a, rw))
+    want, want_grads = outputs_and_gradients(lambda *xs: write_and_read_reference(*xs), (memory, ww, e, a, rw))
     for impl in IMPLS:
-        got, grads = _outputs_and_gradients(lambda *xs, impl=impl: write_and_read(*xs, impl=impl),
+        got, grads = outputs_and_gradients(lambda *xs, impl=impl: write_and_read(*xs, impl=impl),
                                             (memory, ww, e, a, rw))
         for x, y in zip(got + grads, want + want_grads):
             assert torch.isfinite(x).all()
@@ -159,7 +154,7 @@ def test_hard_writes_and_reads_are_a_list_of_rows(moves, impl):
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("case", ["zero memory", "full erase", "huge values"])
-def test_extreme_inputs_give_finite_outputs_and_gradients(impl, case):
+def test_extreme_inputs_give_finiteoutputs_and_gradients(impl, case):
     memory, ww, e, a, rw = _inputs(2, 5, 3, 2, 2, seed=8, dtype=torch.float32)
     if case == "zero memory":
         memory = torch.zeros_like(memory)
@@ -190,9 +185,9 @@ def test_bad_arguments_are_named():
 @pytest.mark.parametrize("before", [False, True], ids=["reads-after", "reads-before"])
 def test_full_size_triton_matches_the_reference_on_gpu(before):
     inputs = [x.float().cuda() for x in _inputs(32, 1024, 64, 2, 4, seed=10)]
-    want, want_grads = _outputs_and_gradients(
+    want, want_grads = outputs_and_gradients(
         lambda *xs: write_and_read(*xs, reads_before_write=before, impl="reference"), inputs)
-    got, grads = _outputs_and_gradients(lambda *xs: write_and_read(*xs, reads_before_write=before, impl="triton"),
+    got, grads = outputs_and_gradients(lambda *xs: write_and_read(*xs, reads_before_write=before, impl="triton"),
                                         inputs)
     for a, b in zip(got + grads, want + want_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
