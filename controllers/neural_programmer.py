@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from diffvm.controllers.induce import GRADIENT_NOISE_DECAY
 from diffvm.memory.table import OP_NAMES, TABLE_OPS, TableChoice, TableRegisters, initial_registers, table_step
-from diffvm.programs.table_program import TableProgram, discretise_choices, run_table_program
+from diffvm.programs.table_program import TableAnswer, TableProgram, discretise_choices, run_table_program
 from diffvm.tasks.table_qa import (
     SINGLE_FAMILIES,
     TableQA,
@@ -58,7 +58,7 @@ from diffvm.tasks.table_qa import (
 )
 
 __all__ = ["NeuralProgrammerConfig", "NeuralProgrammer", "NPOutput", "train_neural_programmer", "evaluate_np",
-           "save_run", "plot_choices"]
+           "save_run", "plot_choices", "answer_correct"]
 
 # Logit given to padding positions (tokens, numbers) before a softmax: exp underflows to 0.
 MASKED_LOGIT = -1e9
@@ -221,11 +221,15 @@ def _soft_correct(out: NPOutput, batch: TableQABatch) -> torch.Tensor:
     return torch.where(batch.is_scalar, scalar_ok, lookup_ok)
 
 
-def _hard_correct(program: TableProgram, question: TableQuestion) -> bool:
-    got = run_table_program(program, question.table, question.numbers, question.tokens)
+def answer_correct(got: TableAnswer, question: TableQuestion) -> bool:
+    """Whether a hard run's answer is the question's: the scalar (to float round-off) or the cells."""
     if question.answer_kind == "scalar":
         return abs(got.scalar - question.answer.scalar) <= EXACT_TOLERANCE * max(1.0, abs(question.answer.scalar))
     return got.cells == question.answer.cells
+
+
+def _hard_correct(program: TableProgram, question: TableQuestion) -> bool:
+    return answer_correct(run_table_program(program, question.table, question.numbers, question.tokens), question)
 
 
 @torch.no_grad()

@@ -28,6 +28,7 @@ import torch
 from diffvm.controllers.neural_programmer import (
     NeuralProgrammer,
     NeuralProgrammerConfig,
+    answer_correct,
     evaluate_np,
     plot_choices,
     save_run,
@@ -198,13 +199,11 @@ def inspect_np_run(args: argparse.Namespace) -> int:
               f"p={float(col_p):.2f}")
     print(f"# discretised program: {program}")
     print(f"# reference program:   {question.program}")
+    verdict = "ok" if answer_correct(got, question) else "WRONG"
     if question.answer_kind == "scalar":
-        ok = abs(got.scalar - question.answer.scalar) < 1e-6 * max(1.0, abs(question.answer.scalar))
-        print(f"# answer: {got.scalar:g} (expected {question.answer.scalar:g}) {'ok' if ok else 'WRONG'}")
+        print(f"# answer: {got.scalar:g} (expected {question.answer.scalar:g}) {verdict}")
     else:
-        ok = got.cells == question.answer.cells
-        print(f"# answer cells: {sorted(got.cells)} (expected {sorted(question.answer.cells)}) "
-              f"{'ok' if ok else 'WRONG'}")
+        print(f"# answer cells: {sorted(got.cells)} (expected {sorted(question.answer.cells)}) {verdict}")
     out_dir = Path(args.out or Path(args.run) / "inspect")
     out_dir.mkdir(parents=True, exist_ok=True)
     picture = out_dir / "choices.png"
