@@ -21,7 +21,19 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["allocation_weights", "retention", "update_usage"]
+__all__ = ["USAGE_ORDER_ULPS", "allocation_weights", "retention", "update_usage", "usage_order_resolution"]
+
+# Usages closer than this many units of their dtype's round-off (machine ε) are tied for the free
+# list's order (ties keep index order): ≈ 9e-13 in float64, ≈ 5e-4 in float32. Round-off of a
+# near-one-hot read (1 − ε) leaves a freed slot a usage of ~ε, which would otherwise send it behind
+# never-used slots and break the hard DNC's lowest-free-slot rule. The allocation jumps at a tie in
+# any case (see `allocation_weights`); this moves where it jumps by at most this much.
+USAGE_ORDER_ULPS = 4096
+
+
+def usage_order_resolution(dtype: torch.dtype) -> float:
+    """The grid the free list's order compares usages of `dtype` on (`USAGE_ORDER_ULPS` · ε)."""
+    return USAGE_ORDER_ULPS * torch.finfo(dtype).eps
 
 
 def retention(free_gates: torch.Tensor, read_weights: torch.Tensor) -> torch.Tensor:
@@ -55,9 +67,10 @@ def update_usage(usage: torch.Tensor, write_weights: torch.Tensor, retention: to
 def allocation_weights(usage: torch.Tensor) -> torch.Tensor:
     """a[φ_j] = (1 − u[φ_j]) · Π_{i<j} u[φ_i], φ the slots sorted by ascending usage.
 
-    Vectorised as sort, exclusive cumulative product, scatter back. The sort is stable, so slots
-    of equal usage keep their index order: on binary usages the allocation is the lowest-indexed
-    free slot. The permutation φ is piecewise constant and carries no gradient; the gradient flows
+    Vectorised as sort, exclusive cumulative product, scatter back. The sort is stable and compares
+    usages on the grid of `usage_order_resolution`, so slots of equal usage (up to round-off) keep their index
+    order: on binary usages the allocation is the lowest-indexed free slot. The permutation φ is
+    piecewise constant and carries no gradient; the gradient flows
     through the sorted usage values, so a is differentiable wherever the usages are distinct.
     Where two usages tie and move apart, φ swaps them and a jumps (it is discontinuous there, not
     merely kinked): with u = (x, x) the allocation is (1 − x, (1 − x)·x), with u = (x, x − δ) it is
@@ -69,7 +82,11 @@ def allocation_weights(usage: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, N) a, nonnegative, summing to 1 − Π_i u[i] ≤ 1.
     """
-    sorted_usage, order = torch.sort(usage, dim=-1, stable=True)  # (B, N) each: u[φ_j], φ_j
+    # the order compares usages on a grid of usage_order_resolution: a slot freed by a read of weight
+    # 1 − 2⁻⁵² keeps a usage of 2⁻⁵², which must not send it behind a never-used slot of higher index
+    grid = usage_order_resolution(usage.dtype)
+    order = torch.sort(torch.round(usage / grid), dim=-1, stable=True).indices  # (B, N) φ_j
+    sorted_usage = usage.gather(-1, order)  # (B, N) u[φ_j], differentiable
     ones = torch.ones_like(sorted_usage[:, :1])  # (B, 1)
     # Π_{i<j} u[φ_i]: the cumulative product of [1, u[φ_0], …, u[φ_{N−2}]]
     before = torch.cumprod(torch.cat([ones, sorted_usage[:, :-1]], dim=-1), dim=-1)  # (B, N)

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diffvm.memory.usage import allocation_weights, retention, update_usage
+from diffvm.memory.usage import allocation_weights, retention, update_usage, usage_order_resolution
 
 
 def _rand(*shape, seed=0, dtype=torch.float64):
@@ -16,8 +16,10 @@ def _rand(*shape, seed=0, dtype=torch.float64):
 
 
 def _loop_allocation(usage: list[float]) -> list[float]:
-    """a[φ_j] = (1 − u[φ_j]) Π_{i<j} u[φ_i], with φ from Python's (stable) sort."""
-    free_list = sorted(range(len(usage)), key=lambda n: usage[n])
+    """a[φ_j] = (1 − u[φ_j]) Π_{i<j} u[φ_i], with φ from Python's (stable) sort of the usages on
+    the float64 grid of `usage_order_resolution` (usages closer than that are tied; ties go by index)."""
+    grid = usage_order_resolution(torch.float64)
+    free_list = sorted(range(len(usage)), key=lambda n: round(usage[n] / grid))
     allocation, product = [0.0] * len(usage), 1.0
     for n in free_list:
         allocation[n] = (1 - usage[n]) * product
@@ -53,6 +55,14 @@ def test_allocation_matches_a_python_sort_loop(usage):
     # coarse values make ties common: both sorts are stable, so ties go by slot index
     got = allocation_weights(torch.tensor([usage], dtype=torch.float64))[0].tolist()
     assert got == pytest.approx(_loop_allocation(usage), abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_round_off_residues_do_not_reorder_the_free_list(dtype):
+    # a slot freed by a read of weight 1 − ε keeps usage ε: still free, and first by index
+    eps = torch.finfo(dtype).eps
+    allocation = allocation_weights(torch.tensor([[eps, 1 - eps, 0.0]], dtype=dtype))[0]
+    torch.testing.assert_close(allocation, torch.tensor([1.0, 0.0, 0.0], dtype=dtype), atol=4 * eps, rtol=0)
 
 
 @settings(max_examples=40, deadline=None)
