@@ -49,18 +49,26 @@ def _field_help(cls) -> dict[str, str]:
     return {m.group(1): m.group(2).strip() for m in map(_FIELD_COMMENT.match, source.splitlines()) if m}
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
-    """One `--field-name` option per field of dataclass `cls`, with its default and comment."""
+def add_config_arguments(parser: argparse.ArgumentParser, cls, recipe: dict | None = None) -> None:
+    """One `--field-name` option per field of dataclass `cls`, with its default and comment.
+
+    `recipe` (a task's, field name -> value) replaces the defaults of the fields it names; the help
+    shows both. Names that are not fields of `cls` are ignored (a recipe spans several configs).
+    """
     helps = _field_help(cls)
     group = parser.add_argument_group(f"{cls.__name__} options")
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
-        text = f"{helps.get(f.name, '')} (default: {f.default!r})"
         kind = type(f.default)
+        default = f.default
+        text = f"{helps.get(f.name, '')} (default: {f.default!r})"
+        if recipe and f.name in recipe:
+            default = recipe[f.name]
+            text = f"{helps.get(f.name, '')} (default: {default!r}, this task's recipe; generic: {f.default!r})"
         if kind is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=text)
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
         else:
-            group.add_argument(flag, type=kind, default=f.default, metavar=kind.__name__.upper(), help=text)
+            group.add_argument(flag, type=kind, default=default, metavar=kind.__name__.upper(), help=text)
 
 
 def config_from_args(cls, args: argparse.Namespace):

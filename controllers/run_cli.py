@@ -66,10 +66,11 @@ def add_run_parsers(subparsers, task: str | None, add_config_arguments) -> None:
         add_config_arguments(p, MemoryTaskConfig)
         add_config_arguments(p, InductionConfig)
         return _add_inspection_parsers(subparsers)
+    recipe = TASKS[task].recipe if task in TASKS else None
     if task in TASKS:
-        add_config_arguments(p, TASKS[task].Config)
-    add_config_arguments(p, ModelConfig)
-    add_config_arguments(p, TrainConfig)
+        add_config_arguments(p, TASKS[task].Config, recipe)
+    add_config_arguments(p, ModelConfig, recipe)
+    add_config_arguments(p, TrainConfig, recipe)
     _add_inspection_parsers(subparsers)
 
 

@@ -51,6 +51,9 @@ from diffvm.tasks.base import Batch, GrowingTask, SequenceTask, register_task
 
 __all__ = ["Addition", "AdditionConfig", "Copy", "CopyConfig", "Parity", "ParityConfig"]
 
+# The NTM paper's model for its tasks: an LSTM-100 controller, a 128 x 20 memory, one head.
+NTM_RECIPE = {"memory": "ntm", "memory_slots": 128, "memory_width": 20, "hidden": 100, "updates": 20000,
+              "eval_every": 2000, "checkpoint_every": 500}
 COPY_SPLIT_PREFIX = "length"  # split "length40": every sequence 40 vectors long
 PARITY_SPLIT_PREFIX = "ones"  # split "ones49-96": k uniform in [49, 96]
 ADDITION_SPLIT_PREFIX = "numbers"  # split "numbers6-9": 6 to 9 numbers per sequence
@@ -127,6 +130,7 @@ class Copy(GrowingTask):
     """
 
     name = "copy"
+    recipe = NTM_RECIPE
     Config = CopyConfig
     output_kind = "bits"
 
@@ -200,6 +204,10 @@ class Parity(SequenceTask):
     """
 
     name = "parity"
+    # ACT's parity at 16 dimensions (the paper: 64), its 128-unit controller, batch 128, τ = 0.001.
+    recipe = {"size": 16, "max_ones": 16, "halting": "act", "max_ponder": 10, "ponder_cost": 0.001, "hidden": 128,
+              "batch": 128, "updates": 30000, "eval_every": 5000, "eval_batch": 1000, "log_every": 500,
+              "checkpoint_every": 2000}
     Config = ParityConfig
     output_kind = "bits"
 
@@ -291,6 +299,8 @@ class Addition(SequenceTask):
     """
 
     name = "addition"
+    recipe = {"halting": "act", "max_ponder": 10, "ponder_cost": 0.001, "hidden": 128, "updates": 20000,
+              "eval_every": 2000, "checkpoint_every": 500}
     Config = AdditionConfig
     output_kind = "classes"
 

@@ -67,6 +67,10 @@ class SequenceTask(ABC):
     Config: ClassVar[type]
     output_kind: ClassVar[str] = "bits"
     class_groups: ClassVar[int] = 1  # "classes": G softmax groups side by side in a step's O outputs
+    # The task's documented default configuration: fields of its Config, ModelConfig and TrainConfig
+    # (by name) that `diffvm train NAME` sets differently from their defaults, the paper's setup at a
+    # size that trains on 2 CPU cores in about an hour. An option given on the command line wins.
+    recipe: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: Any = None):
         config = self.Config() if config is None else config

@@ -614,6 +614,9 @@ class GraphTask(SequenceTask):
 
     Config = GraphTaskConfig
     output_kind = "classes"
+    # The DNC paper's model made small: an LSTM-128 controller, a 64 x 16 memory, two read heads.
+    recipe = {"memory": "dnc", "memory_slots": 64, "memory_width": 16, "heads": 2, "hidden": 128, "updates": 15000,
+              "eval_every": 1000, "checkpoint_every": 1000}
 
     def __init__(self, config: GraphTaskConfig | None = None):
         super().__init__(config)

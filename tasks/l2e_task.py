@@ -28,8 +28,9 @@ the target at every stage): one level. The trainer advances a level when the tra
 exact match reaches its threshold; the authors advanced on validation accuracy. Under "combined" a
 fifth of the examples come from mix, up to the target, so a model that answers every example of
 stage (l, n) and none harder scores about 0.8 + 0.2·(l/a)(n/b) exact (0.82 at (1, 1) toward
-(4, 3)): below the trainer's default threshold 0.9, the curriculum would stay at level 0. Pass a
-threshold below that bound (`--curriculum-threshold 0.75`) for "combined".
+(4, 3)): below the trainer's default threshold 0.9, the curriculum would stay at level 0. The
+task's recipe (what `diffvm train l2e` uses unless told otherwise) sets the threshold below that
+bound, 0.75.
 
 Splits: "train" is the training distribution at the last level; each evaluation point "LxN" is
 programs of exactly L digits and nesting N (for addition and memorisation, N is 1). Training draws
@@ -149,6 +150,10 @@ class L2ETask(SequenceTask):
     """Learning to Execute: programs (or addition, memorisation) in, their output out (module docstring)."""
 
     name = "l2e"
+    # The paper's two-layer LSTM (400 units there) at 128 units, its combined curriculum up to
+    # nesting 3, gradients clipped at 5; a stage ends at 75 % exact (module docstring).
+    recipe = {"nesting": 3, "layers": 2, "hidden": 128, "clip_grad": 5.0, "curriculum_threshold": 0.75,
+              "updates": 12000, "eval_every": 1000, "checkpoint_every": 1000}
     Config = L2EConfig
     output_kind = "classes"
 

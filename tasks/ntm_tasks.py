@@ -61,7 +61,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from diffvm.tasks.algorithmic import _batch, _check_field, _parse_lengths
+from diffvm.tasks.algorithmic import NTM_RECIPE, _batch, _check_field, _parse_lengths
 from diffvm.tasks.base import Batch, GrowingTask, SequenceTask, curriculum_levels, curriculum_top, register_task
 
 __all__ = [
@@ -126,6 +126,7 @@ class RepeatCopy(SequenceTask):
     """
 
     name = "repeat_copy"
+    recipe = NTM_RECIPE
     Config = RepeatCopyConfig
     output_kind = "bits"
 
@@ -251,6 +252,7 @@ class AssociativeRecall(GrowingTask):
     """
 
     name = "associative_recall"
+    recipe = NTM_RECIPE
     Config = AssociativeRecallConfig
     output_kind = "bits"
 
@@ -327,6 +329,7 @@ class PrioritySort(SequenceTask):
     """
 
     name = "priority_sort"
+    recipe = NTM_RECIPE
     Config = PrioritySortConfig
     output_kind = "bits"
 

@@ -47,6 +47,14 @@ from diffvm.tasks.base import Batch, GrowingTask, register_task
 
 __all__ = ["BigramFlip", "Reversal", "SymbolCopy", "Transduction", "TransductionConfig"]
 
+def transduction_recipe(memory: str) -> dict:
+    """The paper's setup with a small controller and no curriculum: trained on the full range of
+    lengths from the start, the controller cannot hold the source itself and must use the device (with a
+    curriculum, an LSTM-64 learns short sources without it, and then fails on longer ones)."""
+    return {"memory": memory, "memory_slots": 260, "hidden": 64, "curriculum": False, "updates": 10000,
+            "eval_every": 2000, "checkpoint_every": 500}
+
+
 LONG_SPLIT = "long"  # the paper's test split: sources longer than any seen in training
 
 
@@ -141,6 +149,7 @@ class SymbolCopy(Transduction):
     """Sequence copying: the target is the source (module docstring)."""
 
     name = "symbol_copy"
+    recipe = transduction_recipe("queue")
 
     def answer_order(self, length: int) -> np.ndarray:
         return np.arange(length)
@@ -151,6 +160,7 @@ class Reversal(Transduction):
     """Sequence reversal: the target is the source backwards (module docstring)."""
 
     name = "reversal"
+    recipe = transduction_recipe("stack")
 
     def answer_order(self, length: int) -> np.ndarray:
         return np.arange(length)[::-1]
@@ -161,6 +171,7 @@ class BigramFlip(Transduction):
     """Bigram flipping: each pair of the (even-length) source swapped (module docstring)."""
 
     name = "bigram_flip"
+    recipe = transduction_recipe("deque")
     length_multiple = 2  # the source is a sequence of pairs
 
     def answer_order(self, length: int) -> np.ndarray:
