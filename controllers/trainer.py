@@ -215,6 +215,13 @@ def _flatten(record: dict, prefix: str = "") -> dict:
     return out
 
 
+def _logged_evaluation(run_dir: Path, update: int) -> dict:
+    """The evaluation metrics.jsonl holds for `update`: {split: {"soft": …, "hard": …}}, or {}."""
+    records = (json.loads(line) for line in _read_lines(run_dir / METRICS_FILE))
+    return {r["split"]: {k: v for k, v in r.items() if k not in ("kind", "update", "split")}
+            for r in records if r["kind"] == "eval" and r["update"] == update}
+
+
 def _read_lines(path: Path) -> list[str]:
     if not path.exists():
         return []
@@ -311,6 +318,9 @@ def train(config: dict, run_dir: Path | str, *, resume: bool = False, quiet: boo
         data_rng.bit_generator.state = payload["data_rng"][rank]
         torch.set_rng_state(payload["torch_rng"])
         start, elapsed = payload["update"], payload.get("seconds", 0.0)
+    if start > cfg.updates:
+        raise ValueError(f"the checkpoint in {run_dir} is at update {start}, past TrainConfig.updates = "
+                         f"{cfg.updates}: resume with --updates {start} or more")
 
     log = None
     if rank == 0:
@@ -345,7 +355,11 @@ def train(config: dict, run_dir: Path | str, *, resume: bool = False, quiet: boo
     began = time.perf_counter() - elapsed
     bar = tqdm(total=cfg.updates, initial=start, disable=quiet or rank != 0, unit="upd", file=sys.stderr,
                desc=f"{task.name}")
-    results: dict = {}
+    # resumed at its last update (a run stopped early and closed at its checkpoint): nothing to
+    # train, and the summary gives the evaluation logged there, or one made now
+    results: dict = _logged_evaluation(run_dir, start) if start == cfg.updates else {}
+    if start == cfg.updates and not results:
+        results = evaluation(start)
     try:
         for update in range(start + 1, cfg.updates + 1):
             level = curriculum.level

@@ -187,6 +187,19 @@ def test_bad_command_lines_are_named_and_touch_nothing(argv, message, finished_r
     assert _snapshot(root) == before
 
 
+def test_a_run_resumed_at_its_last_update_reports_its_last_evaluation(tmp_path):
+    """Stopping a run early: kill it, then resume with --updates at its checkpoint."""
+    run_dir = tmp_path / "run"
+    first = train(_config(updates=20), run_dir, quiet=True)
+    before = _records(run_dir)
+    again = train(_config(updates=20), run_dir, resume=True, quiet=True)
+    assert again["eval"] == first["eval"] and set(first["eval"]) == {"train", "length3", "length6"}
+    assert _records(run_dir) == before
+    with pytest.raises(ValueError, match="at update 20, past TrainConfig.updates = 10"):
+        train(_config(updates=10), run_dir, resume=True, quiet=True)
+    assert _records(run_dir) == before
+
+
 def test_a_run_is_not_overwritten_nor_resumed_under_other_options(finished_run, capsys):
     before = _snapshot(finished_run)
     with pytest.raises(SystemExit):
