@@ -101,6 +101,9 @@ class CountingLanguage(SequenceTask):
 
     Config = LanguageConfig
     output_kind = "classes"
+    # Stack-RNN: an LSTM-64 controller with two stacks of depth 200, no curriculum (docs/RESULTS.md).
+    recipe = {"memory": "stackrnn", "memory_slots": 200, "hidden": 64, "heads": 2, "curriculum": False,
+              "updates": 2000, "eval_every": 1000, "checkpoint_every": 500}
     letters: ClassVar[str]
     powers: ClassVar[tuple[tuple[int, int], ...]]
     revealed_by: ClassVar[int]
