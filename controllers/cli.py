@@ -60,11 +60,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, recipe: dict | No
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         kind = type(f.default)
-        default = f.default
-        text = f"{helps.get(f.name, '')} (default: {f.default!r})"
-        if recipe and f.name in recipe:
-            default = recipe[f.name]
-            text = f"{helps.get(f.name, '')} (default: {default!r}, this task's recipe; generic: {f.default!r})"
+        in_recipe = recipe is not None and f.name in recipe
+        default = recipe[f.name] if in_recipe else f.default
+        shown = f"{default!r}, this task's recipe; generic: {f.default!r}" if in_recipe else repr(default)
+        text = f"{helps.get(f.name, '')} (default: {shown})"
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
         else:

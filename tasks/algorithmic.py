@@ -302,6 +302,7 @@ class Addition(SequenceTask):
     """
 
     name = "addition"
+    # ACT's addition with a 128-unit controller (the paper: 512), τ = 0.001; not yet run to the end.
     recipe = {"halting": "act", "max_ponder": 10, "ponder_cost": 0.001, "hidden": 128, "updates": 20000,
               "eval_every": 2000, "checkpoint_every": 500}
     Config = AdditionConfig
