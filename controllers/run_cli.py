@@ -160,7 +160,8 @@ def _induce_memory_task(args: argparse.Namespace, config_from_args) -> int:
 def _train_line(summary: dict) -> str:
     figures = "; ".join(f"{split}: {_figures(r['soft'])} (discretised {_figures(r['hard'])})"
                         for split, r in summary["eval"].items())
-    return (f"trained {summary['task']} for {summary['updates']} updates in {summary['seconds']} s "
+    limit = " (stopped at the time limit)" if summary.get("time_limited") else ""
+    return (f"trained {summary['task']} for {summary['updates']} updates{limit} in {summary['seconds']} s "
             f"({summary['processes']} process(es), {summary['threads']} thread(s)); {figures}; "
             f"run: {summary['run_dir']}")
 

@@ -42,7 +42,7 @@ __all__ = ["Run", "TrainConfig", "evaluate", "load_run", "run_config", "train"]
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = "config.json", "metrics.jsonl", "checkpoint.pt"
 # Fields that may change when a run is resumed: how long it runs, and nothing that changes its numbers.
-RESUMABLE_CHANGES = {("train", "updates")}
+RESUMABLE_CHANGES = {("train", "updates"), ("train", "max_seconds")}
 
 
 @dataclass
@@ -50,6 +50,7 @@ class TrainConfig:
     """How a model is trained; every field is a command-line option."""
 
     updates: int = 10000  # optimiser updates
+    max_seconds: float = 0.0  # stop after this much training time, counted across resumes (0: no limit)
     batch: int = 32  # sequences per update (per process under torchrun)
     optimiser: str = "adam"  # "adam" or "rmsprop" (with momentum, as in the NTM paper)
     lr: float = 1e-3  # learning rate
@@ -68,7 +69,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise `ValueError` naming the field whose value is out of range."""
         checks = {
-            "updates": self.updates >= 1, "batch": self.batch >= 1, "lr": self.lr > 0,
+            "updates": self.updates >= 1, "max_seconds": self.max_seconds >= 0, "batch": self.batch >= 1, "lr": self.lr > 0,
             "optimiser": self.optimiser in ("adam", "rmsprop"), "momentum": 0 <= self.momentum < 1,
             "clip_grad": self.clip_grad >= 0, "curriculum_threshold": 0 < self.curriculum_threshold <= 1,
             "curriculum_window": self.curriculum_window >= 1, "log_every": self.log_every >= 1,
@@ -260,6 +261,15 @@ def _mean_across(values: dict[str, float], world: int) -> dict[str, float]:
     return dict(zip(values, (t / world).tolist()))
 
 
+def _any_across(flag: bool, world: int) -> bool:
+    """Whether `flag` holds in any process (every process gets the same answer)."""
+    if world == 1:
+        return flag
+    t = torch.tensor([float(flag)], dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def _prepare(run_dir: Path, config: dict, resume: bool) -> dict | None:
     """Check the run directory before anything is written; the checkpoint to resume from, if any."""
     checkpoint = run_dir / CHECKPOINT_FILE
@@ -357,11 +367,15 @@ def train(config: dict, run_dir: Path | str, *, resume: bool = False, quiet: boo
                desc=f"{task.name}")
     # resumed at its last update (a run stopped early and closed at its checkpoint): nothing to
     # train, and the summary gives the evaluation logged there, or one made now
-    results: dict = _logged_evaluation(run_dir, start) if start == cfg.updates else {}
-    if start == cfg.updates and not results:
+    out_of_time = lambda: bool(cfg.max_seconds) and _any_across(  # noqa: E731
+        time.perf_counter() - began >= cfg.max_seconds, world)
+    finished = start == cfg.updates or (start > 0 and out_of_time())
+    results: dict = _logged_evaluation(run_dir, start) if finished else {}
+    if finished and not results:
         results = evaluation(start)
+    reached = start
     try:
-        for update in range(start + 1, cfg.updates + 1):
+        for update in range(start + 1, cfg.updates + 1) if not finished else ():
             level = curriculum.level
             batch = task.sample(data_rng, cfg.batch, level).to(device)
             out = trained(batch.inputs)
@@ -378,11 +392,14 @@ def train(config: dict, run_dir: Path | str, *, resume: bool = False, quiet: boo
                 seconds = time.perf_counter() - began
                 log.write({"kind": "train", "update": update, "level": level, **figures, "seconds": round(seconds, 3)})
                 bar.set_postfix(loss=f"{figures['loss']:.3g}", level=level, refresh=False)
-            last = update == cfg.updates
+            reached = update
+            last = update == cfg.updates or out_of_time()
             if update % cfg.eval_every == 0 or last:
                 results = evaluation(update)
             if update % cfg.checkpoint_every == 0 or last:
                 checkpoint(update, time.perf_counter() - began)
+            if last:
+                break
     finally:
         bar.close()
         if log is not None:
@@ -390,6 +407,7 @@ def train(config: dict, run_dir: Path | str, *, resume: bool = False, quiet: boo
         if world > 1:  # every process leaves together: no gloo abort at shutdown
             dist.barrier()
             dist.destroy_process_group()
-    return {"run_dir": str(run_dir), "task": task.name, "updates": cfg.updates, "processes": world,
+    return {"run_dir": str(run_dir), "task": task.name, "updates": reached, "time_limited": reached < cfg.updates,
+            "processes": world,
             "threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - began, 1),
             "level": curriculum.level, "eval": results}

@@ -173,6 +173,7 @@ def finished_run(tmp_path_factory):
     (["train", *TINY, "--memory", "tape"], "ModelConfig.memory = 'tape'"),
     (["train", *TINY, "--max-length", "0"], "CopyConfig"),
     (["train", *TINY, "--lr", "-1"], "TrainConfig.lr = -1.0"),
+    (["train", *TINY, "--max-seconds", "-1"], "TrainConfig.max_seconds = -1.0"),
     (["train", *TINY, "--memory", "stack", "--memory-slots", "5"], "ModelConfig.memory_slots = 5"),  # 13 steps
     (["train", *TINY, "--memory", "dnc", "--ops", "arith::add", "--machine-memory"], "exposes no machine ops"),
     (["train", *TINY, "--ops", "arith::nosuch"], "arith::nosuch"),
@@ -198,6 +199,23 @@ def test_a_run_resumed_at_its_last_update_reports_its_last_evaluation(tmp_path):
     with pytest.raises(ValueError, match="at update 20, past TrainConfig.updates = 10"):
         train(_config(updates=10), run_dir, resume=True, quiet=True)
     assert _records(run_dir) == before
+
+
+def test_a_time_limit_stops_the_run_with_an_evaluation_and_a_checkpoint_and_resume_goes_on(tmp_path):
+    """--max-seconds: any update takes more than a microsecond, so the run stops after its first."""
+    run_dir = tmp_path / "run"
+    first = train(_config(updates=20, max_seconds=1e-6), run_dir, quiet=True)
+    assert first["updates"] == 1 and first["time_limited"]
+    assert set(first["eval"]) == {"train", "length3", "length6"}
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["update"] == 1
+    before = _records(run_dir)
+    again = train(_config(updates=20, max_seconds=1e-6), run_dir, resume=True, quiet=True)  # out of time already
+    assert again["updates"] == 1 and again["eval"] == first["eval"] and _records(run_dir) == before
+    rest = train(_config(updates=20), run_dir, resume=True, quiet=True)  # no limit: on to update 20
+    assert rest["updates"] == 20 and not rest["time_limited"]
+    unbroken = tmp_path / "unbroken"
+    train(_config(updates=20), unbroken, quiet=True)
+    assert [r for r in _records(run_dir) if r["update"] > 1] == [r for r in _records(unbroken) if r["update"] > 1]
 
 
 def test_a_run_is_not_overwritten_nor_resumed_under_other_options(finished_run, capsys):
