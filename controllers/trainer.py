@@ -69,7 +69,8 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise `ValueError` naming the field whose value is out of range."""
         checks = {
-            "updates": self.updates >= 1, "max_seconds": self.max_seconds >= 0, "batch": self.batch >= 1, "lr": self.lr > 0,
+            "updates": self.updates >= 1, "max_seconds": self.max_seconds >= 0, "batch": self.batch >= 1,
+            "lr": self.lr > 0,
             "optimiser": self.optimiser in ("adam", "rmsprop"), "momentum": 0 <= self.momentum < 1,
             "clip_grad": self.clip_grad >= 0, "curriculum_threshold": 0 < self.curriculum_threshold <= 1,
             "curriculum_window": self.curriculum_window >= 1, "log_every": self.log_every >= 1,
