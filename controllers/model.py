@@ -19,6 +19,11 @@ clipped to ±`clip` (20 in Collier & Beel 2018). With ACT, y_t and every recurre
 controller's, the device's, the registers) are the halting-weighted means over ponder steps;
 with PonderNet the loss is the halting-weighted mean of the per-step losses.
 
+A plain LSTM (no device, no machine, one ponder step, nothing recorded) runs the whole sequence
+through `torch.lstm`, the kernel behind `nn.LSTM` (cuDNN on a GPU), with the same parameters and
+the same equations as the step loop: a training step 1.3× (batch 100) to 1.9× (batch 32) faster
+on one CPU thread (`benchmarks/lstm_fast_path.py`).
+
 The machine (when `ops` is set) restarts at every input step: its sources are the input x_t
 (a `Vector[I]` named "x"), its constants, the registers carried over from the last input step
 (s0) and the results of this input step's ponder steps so far (the Neural Programmer pipe). A
@@ -232,6 +237,9 @@ class MemoryModel(nn.Module):
                 nn.Linear(h, self.machine.num_sources(t, cfg.max_ponder)) for t, _ in self.machine.opset.slots)
         self.output_head = nn.Linear(h + self.read_size + self.register_size, output_size)
         self.halt_head = halting_unit(h) if cfg.halting != "none" else None
+        # a plain LSTM runs a whole sequence in one `torch.lstm` call (module docstring)
+        self.fused = (cfg.controller == "lstm" and self.memory is None and self.machine is None
+                      and cfg.max_ponder == 1)
 
     # --- state --------------------------------------------------------------------------------
     def initial_carry(self, batch: int, *, device=None, dtype=torch.float32) -> _Carry:
@@ -363,6 +371,10 @@ class MemoryModel(nn.Module):
         if carry is None:
             carry = self.initial_carry(batch, device=inputs.device, dtype=inputs.dtype)
         halting, cap, hard = self.cfg.halting, self.cfg.max_ponder, mode == "hard"
+        if self.fused and record is None:
+            logits, carry = self._fused_lstm(inputs, carry)
+            return ModelOutput(logits, inputs.new_ones(batch, steps), inputs.new_zeros(batch), None, None,
+                               carry if keep_carry else None)
         logits, counts, costs, step_logits, weights = [], [], [], [], []
         for t in range(steps):
             step = self._step_function(inputs[:, t], t, carry, hard, record)
@@ -394,6 +406,19 @@ class MemoryModel(nn.Module):
             torch.stack(logits, 1), torch.stack(counts, 1), cost,
             torch.stack(step_logits, 1) if step_logits else None,
             torch.stack(weights, 1) if weights else None, carry if keep_carry else None)
+
+    def _fused_lstm(self, inputs: torch.Tensor, carry: _Carry) -> tuple[torch.Tensor, _Carry]:
+        """The whole sequence through the stacked LSTM in one `torch.lstm` call: (logits (B, T, O), carry)."""
+        cells = [self.cell, *self.upper_cells]
+        states = [carry.controller, *carry.upper]  # (h, c) of each layer, (B, H) each
+        weights = [w for cell in cells for w in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)]
+        h0 = torch.stack([h for h, _ in states])  # (L, B, H)
+        c0 = torch.stack([c for _, c in states])  # (L, B, H)
+        # arguments: has biases, layers, dropout, train (dropout only), bidirectional, batch first
+        hidden, h, c = torch.lstm(inputs, (h0, c0), weights, True, len(cells), 0.0, self.training, False, True)
+        logits = self.output_head(hidden).clamp(-self.cfg.clip, self.cfg.clip)  # (B, T, O): no read, no registers
+        layers = tuple((h[i], c[i]) for i in range(len(cells)))
+        return logits, _Carry(layers[0], carry.read, carry.device, carry.registers, layers[1:])
 
     def loss(self, task: SequenceTask, batch: Batch, out: ModelOutput) -> tuple[torch.Tensor, dict[str, float]]:
         """The training loss of a forward pass, and its parts as numbers.

@@ -96,3 +96,46 @@ def test_extreme_inputs_give_finite_outputs_and_gradients_with_two_layers():
 def test_zero_layers_is_refused_by_name():
     with pytest.raises(ValueError, match="ModelConfig.layers = 0: expected ≥ 1"):
         _model(layers=0)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+@pytest.mark.parametrize("mode", ["train", "eval", "hard"])
+def test_a_plain_lstm_runs_fused_and_equals_the_step_loop_outputs_state_and_gradients(layers, mode):
+    """`torch.lstm` over the whole sequence (the fast path) against the ponder-step loop, same weights."""
+    fused = _model(layers=layers)
+    loop = _model(layers=layers)
+    loop.fused = False
+    assert fused.fused and fused.state_dict().keys() == loop.state_dict().keys()
+    x = _inputs(3, 6, seed=2)
+    carry = fused.initial_carry(3, dtype=DT)
+    carry = carry._replace(controller=tuple(torch.randn_like(s) for s in carry.controller))  # a mid-sequence state
+    outs = [m(x, mode=mode, carry=carry) for m in (fused, loop)]
+    torch.testing.assert_close(outs[0].logits, outs[1].logits)
+    torch.testing.assert_close(outs[0].steps, outs[1].steps)
+    torch.testing.assert_close(outs[0].ponder_cost, outs[1].ponder_cost)
+    for a, b in zip((outs[0].carry.controller, *outs[0].carry.upper), (outs[1].carry.controller, *outs[1].carry.upper)):
+        torch.testing.assert_close(a, b)
+    for out in outs:
+        (out.logits ** 2).sum().backward()
+    for (name, p), q in zip(fused.named_parameters(), loop.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+def test_the_fused_lstm_is_used_only_without_device_machine_ponder_steps_or_recording():
+    assert not any(_model(**f).fused for f in ({"memory": "stack", "memory_slots": 21}, {"controller": "gru"},
+                                                {"ops": "arith::add", "max_ponder": 2},
+                                                {"halting": "act", "max_ponder": 3}))
+    model = _model(layers=2)
+    record: list = []
+    model(_inputs(1, 4), record=record)  # a recorded run takes the step loop: one record a step
+    assert len(record) == 4
+
+
+def test_fused_lstm_passes_float64_gradcheck_wrt_inputs_and_stays_finite_on_extreme_inputs():
+    model = _model(layers=2, hidden=4)
+    x = _inputs(2, 3).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: model(x).logits.sum(), (x,))
+    big = _inputs(2, 5, scale=1e6).requires_grad_()
+    out = model(big).logits
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(big.grad).all()
