@@ -4,6 +4,7 @@
     diffvm exec FILE                          # a Learning-to-Execute snippet (exec_cli.py)
     diffvm train TASK [options] | eval RUN | inspect RUN    (run_cli.py)
     diffvm eval l2e RUN --points 4x1 4x2 --snippets 1000   # Learning to Execute (l2e_eval.py)
+    diffvm curves RUN [RUN ...] [--out FILE.png]           # learning curves (curves.py)
 """
 
 from __future__ import annotations
@@ -159,9 +160,11 @@ def _parser(task: str | None = None) -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_arguments(demo, InductionConfig)
     add_exec_parser(sub)
-    from diffvm.controllers.run_cli import add_run_parsers  # imports matplotlib: only when building the parser
+    from diffvm.controllers.curves import add_curves_parser  # these import matplotlib: only when building the parser
+    from diffvm.controllers.run_cli import add_run_parsers
 
     add_run_parsers(sub, task, add_config_arguments)
+    add_curves_parser(sub)
     sub.choices["eval"].epilog = ("diffvm eval l2e RUN [--points LxN ...] scores an l2e run on held-out snippets: "
                                   "teacher-forced per-character accuracy and greedy exact match "
                                   "(`diffvm eval l2e --help`; a run directory named l2e: ./l2e).")
@@ -211,6 +214,13 @@ def _main(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     if args.command == "exec":
         return run_exec(args)
+    if args.command == "curves":
+        from diffvm.controllers.curves import curves_command
+
+        try:
+            return curves_command(args)
+        except ValueError as e:
+            parser.exit(2, f"diffvm curves: error: {e}\n")
     if args.command in ("train", "eval", "inspect"):
         from diffvm.controllers.run_cli import run_command
 

@@ -38,7 +38,7 @@ from diffvm.controllers.checkpoint import CheckpointError, config_differences, l
 from diffvm.controllers.model import MemoryModel, ModelConfig
 from diffvm.tasks.base import Curriculum, SequenceTask, get_task
 
-__all__ = ["Run", "TrainConfig", "evaluate", "load_run", "run_config", "train"]
+__all__ = ["Run", "TrainConfig", "evaluate", "load_run", "read_metrics", "run_config", "train"]
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = "config.json", "metrics.jsonl", "checkpoint.pt"
 # Fields that may change when a run is resumed: how long it runs, and nothing that changes its numbers.
@@ -217,9 +217,14 @@ def _flatten(record: dict, prefix: str = "") -> dict:
     return out
 
 
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The records of `run_dir`'s metrics.jsonl, in order, up to a last line cut short by a kill."""
+    return [json.loads(line) for line in _read_lines(Path(run_dir) / METRICS_FILE)]
+
+
 def _logged_evaluation(run_dir: Path, update: int) -> dict:
     """The evaluation metrics.jsonl holds for `update`: {split: {"soft": …, "hard": …}}, or {}."""
-    records = (json.loads(line) for line in _read_lines(run_dir / METRICS_FILE))
+    records = read_metrics(run_dir)
     return {r["split"]: {k: v for k, v in r.items() if k not in ("kind", "update", "split")}
             for r in records if r["kind"] == "eval" and r["update"] == update}
 
