@@ -370,7 +370,7 @@ def train(config: dict, run_dir: Path | str, *, resume: bool = False, quiet: boo
 
     began = time.perf_counter() - elapsed
     bar = tqdm(total=cfg.updates, initial=start, disable=quiet or rank != 0, unit="upd", file=sys.stderr,
-               desc=f"{task.name}")
+               desc=task.name + (f" (stops at {cfg.max_seconds:g} s)" if cfg.max_seconds else ""))
     # resumed at its last update (a run stopped early and closed at its checkpoint): nothing to
     # train, and the summary gives the evaluation logged there, or one made now
     out_of_time = lambda: bool(cfg.max_seconds) and _any_across(  # noqa: E731
