@@ -70,8 +70,7 @@ class TrainConfig:
         """Raise `ValueError` naming the field whose value is out of range."""
         checks = {
             "updates": self.updates >= 1, "max_seconds": self.max_seconds >= 0, "batch": self.batch >= 1,
-            "lr": self.lr > 0,
-            "optimiser": self.optimiser in ("adam", "rmsprop"), "momentum": 0 <= self.momentum < 1,
+            "lr": self.lr > 0, "optimiser": self.optimiser in ("adam", "rmsprop"), "momentum": 0 <= self.momentum < 1,
             "clip_grad": self.clip_grad >= 0, "curriculum_threshold": 0 < self.curriculum_threshold <= 1,
             "curriculum_window": self.curriculum_window >= 1, "log_every": self.log_every >= 1,
             "eval_every": self.eval_every >= 1, "eval_batch": self.eval_batch >= 1,
@@ -371,8 +370,8 @@ def train(config: dict, run_dir: Path | str, *, resume: bool = False, quiet: boo
     began = time.perf_counter() - elapsed
     bar = tqdm(total=cfg.updates, initial=start, disable=quiet or rank != 0, unit="upd", file=sys.stderr,
                desc=task.name + (f" (stops at {cfg.max_seconds:g} s)" if cfg.max_seconds else ""))
-    # resumed at its last update (a run stopped early and closed at its checkpoint): nothing to
-    # train, and the summary gives the evaluation logged there, or one made now
+    # resumed at its last update or out of time (a run stopped early and closed at its checkpoint):
+    # nothing to train, and the summary gives the evaluation logged there, or one made now
     out_of_time = lambda: bool(cfg.max_seconds) and _any_across(  # noqa: E731
         time.perf_counter() - began >= cfg.max_seconds, world)
     finished = start == cfg.updates or (start > 0 and out_of_time())
@@ -414,6 +413,5 @@ def train(config: dict, run_dir: Path | str, *, resume: bool = False, quiet: boo
             dist.barrier()
             dist.destroy_process_group()
     return {"run_dir": str(run_dir), "task": task.name, "updates": reached, "time_limited": reached < cfg.updates,
-            "processes": world,
-            "threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - began, 1),
+            "processes": world, "threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - began, 1),
             "level": curriculum.level, "eval": results}
